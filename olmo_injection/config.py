@@ -9,6 +9,7 @@ its value and what is allowed, before any long work starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional
 
 from olmo.config import TrainConfig
@@ -95,3 +96,55 @@ class InjectionTrainConfig(TrainConfig):
     injection: InjectionConfig = field(default_factory=InjectionConfig)
     task_eval: TaskEvalConfig = field(default_factory=TaskEvalConfig)
     grad_interference: GradInterferenceConfig = field(default_factory=GradInterferenceConfig)
+
+
+def validate_task_config(cfg: TaskConfig, where: str) -> None:
+    """Raise ``ValueError`` naming the field if one task's own settings are out of range."""
+    if cfg.kind not in TASK_KINDS:
+        raise ValueError(f"{where}.kind={cfg.kind!r}: unknown task; allowed: {', '.join(TASK_KINDS)}")
+    if cfg.num_values < 2:
+        raise ValueError(f"{where}.num_values={cfg.num_values}: must be at least 2")
+    if not 0.0 < cfg.train_fraction < 1.0:
+        raise ValueError(f"{where}.train_fraction={cfg.train_fraction}: must be in (0, 1)")
+    if cfg.kind == "add" and cfg.modulus is not None and not 2 <= cfg.modulus <= cfg.num_values:
+        raise ValueError(f"{where}.modulus={cfg.modulus}: must be in [2, num_values={cfg.num_values}]")
+    if cfg.kind == "cmp" and cfg.modulus is not None:
+        raise ValueError(f"{where}.modulus={cfg.modulus}: only 'add' tasks take a modulus")
+    if cfg.tokens is not None and len(cfg.tokens) != cfg.num_values:
+        raise ValueError(f"{where}.tokens has {len(cfg.tokens)} ids: must list num_values={cfg.num_values}")
+    if cfg.tokens is not None and len(set(cfg.tokens)) != len(cfg.tokens):
+        raise ValueError(f"{where}.tokens={list(cfg.tokens)}: ids must be distinct")
+    if cfg.label_tokens is not None and (cfg.kind != "cmp" or len(set(cfg.label_tokens)) != 2 or len(cfg.label_tokens) != 2):
+        raise ValueError(f"{where}.label_tokens={list(cfg.label_tokens)}: only 'cmp' takes them, two distinct ids")
+
+
+def validate_config(cfg: InjectionTrainConfig) -> None:
+    """Check every user-facing setting of the project's sections; raise ``ValueError`` naming field and value.
+
+    Runs before anything is built. Token-level checks (ids in the tokenizer, overlapping token sets) need the
+    tokenizer and run when the tasks are built (``olmo_injection.tasks.build_tasks``).
+    """
+    from .schedule import check_rates_fit, rate_from_config
+
+    seq_len = cfg.model.max_sequence_length
+    if cfg.injection.tasks and seq_len < 4:
+        raise ValueError(f"model.max_sequence_length={seq_len}: must be >= 4 to hold TOK1 TOK2 LABEL EOS")
+    names = [t.name for t in cfg.injection.tasks]
+    for i, task in enumerate(cfg.injection.tasks):
+        where = f"injection.tasks.{i}"
+        if not task.name or names.count(task.name) > 1:
+            raise ValueError(f"{where}.name={task.name!r}: task names must be non-empty and unique, got {names}")
+        if task.file is None:
+            validate_task_config(task, where)
+        elif not Path(task.file).is_file():
+            raise ValueError(f"{where}.file={task.file!r}: no such task file")
+    rates = [
+        rate_from_config(t.schedule, cfg.global_train_batch_size, seq_len, f"injection.tasks.{i}.schedule")
+        for i, t in enumerate(cfg.injection.tasks)
+    ]
+    check_rates_fit(rates, cfg.global_train_batch_size)
+    for i, path in enumerate(cfg.data.paths or []):
+        if "://" not in str(path) and not Path(path).is_file():
+            raise ValueError(f"data.paths.{i}={str(path)!r}: no such data file")
+    cfg.task_eval.validate()
+    cfg.grad_interference.validate()

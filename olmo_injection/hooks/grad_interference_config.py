@@ -15,3 +15,6 @@ class GradInterferenceConfig:
 
     task: Optional[str] = None
     """Name of the task whose neurons and reference direction are used; defaults to the first task."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field for out-of-range settings."""

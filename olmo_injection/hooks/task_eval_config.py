@@ -14,3 +14,9 @@ class TaskEvalConfig:
 
     batch_size: int = 256
     """Task instances per forward pass during evaluation."""
+
+    def validate(self) -> None:
+        if self.interval < 0:
+            raise ValueError(f"task_eval.interval={self.interval}: must be >= 0 (0 turns task evaluation off)")
+        if self.batch_size < 1:
+            raise ValueError(f"task_eval.batch_size={self.batch_size}: must be >= 1")
