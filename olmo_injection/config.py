@@ -25,7 +25,7 @@ def _embedded_corpus(split: str) -> List[str]:
 
 
 # ``data.paths: ${embedded_corpus:train}`` in a YAML config: the corpus shipped with ai2-olmo, built on first use.
-OmegaConf.register_new_resolver("embedded_corpus", _embedded_corpus, replace=True)
+OmegaConf.register_resolver("embedded_corpus", _embedded_corpus, replace=True)
 
 TASK_KINDS = ("cmp", "add")
 SCHEDULE_MODES = ("frequency", "gap")

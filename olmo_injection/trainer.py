@@ -1,0 +1,123 @@
+"""``InjectionTrainer``: OLMo's ``Trainer`` with the project's hook list and a stop-on-signal flag.
+
+The training loop stays OLMo's (``Trainer.fit``). The subclass overrides only the methods it must:
+
+- ``fit``: calls ``on_train_start`` first;
+- ``train_step``: ``pre_step`` before and ``post_step`` after OLMo's step, merging hook metrics into the step's
+  metrics (which OLMo's ``fit`` then sends to the console and to wandb);
+- ``model_forward``: ``on_micro_batch_forward`` with each *training* micro-batch's logits (evaluation forward
+  passes go through the same method and are not reported);
+- ``eval``: ``on_eval`` after OLMo's own evaluators, merged into the evaluation metrics;
+- ``check_if_cancelled``: a stop requested by a signal (``request_stop``) ends the run, with a checkpoint,
+  after the current step; OLMo's own checks (time limit, wandb tag) keep their interval;
+- ``trainer_state_dict``: works on a CPU-only torch (see ``olmo_patches.cuda_rng_state_without_cuda``);
+- ``close``: closes the hooks, then OLMo's ``close``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from olmo.train import Trainer
+
+from .hooks.base import Batch, Metrics, TrainingHook
+from .olmo_patches import cuda_rng_state_without_cuda
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InjectionTrainer(Trainer):
+    hooks: List[TrainingHook] = field(default_factory=list)
+    """Called in list order on every rank; see ``olmo_injection.hooks.base.TrainingHook``."""
+
+    stop_reason: Optional[str] = None
+    """Set by ``request_stop`` (a signal handler); the run saves a checkpoint and ends after the current step."""
+
+    step_metrics: Metrics = field(default_factory=dict)
+    """Metrics of the step in progress, filled by OLMo and then by each hook's ``post_step`` in order, so a
+    later hook (the console progress) can show an earlier hook's values."""
+
+    _in_training_forward: bool = field(default=False, init=False, repr=False)
+    _olmo_cancel_interval: int = field(default=1, init=False, repr=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        # OLMo asks ``check_if_cancelled`` only every ``canceled_check_interval`` steps; a signal must be
+        # honoured after the step it arrives in, so we are asked every step and keep OLMo's own interval below.
+        self._olmo_cancel_interval = self.cfg.canceled_check_interval
+        self.cfg.canceled_check_interval = 1
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the run to save a checkpoint and stop after the current step (safe to call from a signal handler)."""
+        self.stop_reason = reason
+
+    def fit(self):
+        for hook in self.hooks:
+            hook.on_train_start(self)
+        return super().fit()
+
+    def train_step(self, batch: Batch, reduce_global_loss: bool = True) -> Dict[str, float]:
+        for hook in self.hooks:
+            hook.pre_step(self, batch)
+        self._in_training_forward = True
+        try:
+            metrics = super().train_step(batch, reduce_global_loss=reduce_global_loss)
+        finally:
+            self._in_training_forward = False
+        self.step_metrics = metrics
+        for hook in self.hooks:
+            metrics.update(hook.post_step(self, batch))
+        return metrics
+
+    def model_forward(
+        self, batch: Dict[str, Any], loss_reduction: str = "mean", compute_z_loss: bool = False
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        ce_loss, z_loss, logits = super().model_forward(
+            batch, loss_reduction=loss_reduction, compute_z_loss=compute_z_loss
+        )
+        if self._in_training_forward:
+            for hook in self.hooks:
+                hook.on_micro_batch_forward(self, batch, logits)
+        return ce_loss, z_loss, logits
+
+    def eval(self) -> Dict[str, Any]:
+        metrics = super().eval()
+        hook_metrics: Metrics = {}
+        for hook in self.hooks:
+            hook_metrics.update(hook.on_eval(self))
+        if hook_metrics:
+            self.log_metrics_to_console("task evaluation", hook_metrics)
+        metrics.update(hook_metrics)
+        return metrics
+
+    def check_if_cancelled(self) -> Tuple[bool, int]:
+        if self._stop_requested_on_any_rank():
+            log.warning("Stopping at step %d (%s); saving a checkpoint", self.global_step, self.stop_reason or "signal on another rank")
+            return True, 0
+        if self.global_step % self._olmo_cancel_interval == 0:
+            return super().check_if_cancelled()
+        return False, 0
+
+    def _stop_requested_on_any_rank(self) -> bool:
+        # A signal may reach only some ranks (e.g. Ctrl-C under torchrun reaches all, scancel may not).
+        flag = torch.tensor(float(self.stop_reason is not None), device=self.device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def trainer_state_dict(self) -> Dict[str, Any]:
+        with cuda_rng_state_without_cuda():
+            return super().trainer_state_dict()
+
+    def close(self, exit_code: int = 0) -> None:
+        for hook in self.hooks:
+            try:
+                hook.close(self)
+            except Exception:  # one hook failing to close must not keep the others (or wandb) open
+                log.exception("closing %s failed", type(hook).__name__)
+        super().close(exit_code)
