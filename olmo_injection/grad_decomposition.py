@@ -76,7 +76,8 @@ class NeuronGradCapture:
     each ``ff_proj`` forward with gradient takes the next ``rows`` rows of the queue (so a device batch's mask can be
     queued once and the micro-batches consume it in order, whatever their size). Forward passes without gradient
     (evaluation under ``torch.no_grad``) are ignored. The hooks are removed on leaving the ``with`` block, even on
-    an error. Activation checkpointing of the first block (which runs its forward twice) is not supported.
+    an error. Activation checkpointing (non-reentrant, as OLMo uses it) is supported: the recomputation inside the
+    backward pass is not counted again.
     """
 
     def __init__(self, block: OLMoBlock, neurons: torch.Tensor):
@@ -141,8 +142,14 @@ class NeuronGradCapture:
             self._queued_masks[0] = head[rows:]
         return head[:rows].to(device, non_blocking=True)
 
+    @staticmethod
+    def _skip(output: torch.Tensor) -> bool:
+        # No gradient (evaluation), or an activation-checkpoint recomputation: that one runs inside the backward
+        # pass, and its outputs are not in the graph the gradient flows through (the first pass's outputs are).
+        return not output.requires_grad or torch._C._current_graph_task_id() != -1
+
     def _on_ff_proj_forward(self, module, inputs, output) -> None:
-        if not output.requires_grad:
+        if self._skip(output):
             return
         x = inputs[0]
         mask = self._take_mask(x.shape[0], x.shape[1], x.device)
@@ -151,7 +158,7 @@ class NeuronGradCapture:
         output.register_hook(lambda grad: self._accumulate_ff_proj(x.detach(), mask, grad))
 
     def _on_ff_out_forward(self, module, inputs, output) -> None:
-        if not output.requires_grad:
+        if self._skip(output):
             return
         # ff_out always follows the ff_proj of the same micro-batch (OLMo block forward), so it shares its mask.
         assert self._ff_out_mask is not None, "ff_out ran without a preceding ff_proj forward"

@@ -14,9 +14,8 @@ holds ``TOK1 TOK2 LABEL EOS`` at positions 0..3.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from olmo.data.util import get_document_lengths
 from olmo.torch_util import barrier, get_global_rank
 from torch.utils.data import DataLoader
 
-from .schedule import BatchInjections, InjectionSchedule
+from .schedule import InjectionSchedule
 
 INJECTED_TASK = "injected_task"
 INJECTED_INSTANCE = "injected_instance"
@@ -47,7 +46,7 @@ class InjectingIterableDataset(IterableDataset):
     def __init__(self, dataset, global_batch_size: int, *, schedule: InjectionSchedule,
                  sequences: Sequence[np.ndarray], **kwargs):
         self.schedule = schedule
-        self.sequences = [torch.as_tensor(s, dtype=torch.long) for s in sequences]
+        self.sequences = [np.asarray(s, dtype=np.int64) for s in sequences]
         self.global_batch_size = global_batch_size
         super().__init__(dataset, global_batch_size, **kwargs)
 
@@ -65,13 +64,13 @@ class InjectingIterableDataset(IterableDataset):
 
     def _get_dataset_item(self, position: int) -> Dict[str, Any]:
         item = super()._get_dataset_item(int(self._order()[position]))
-        batch = self.batch_index(position)
-        injections = self._injections(batch)
-        hit = np.flatnonzero(injections.slots == position % self.global_batch_size)
-        task, instance = (int(injections.tasks[hit[0]]), int(injections.instances[hit[0]])) if len(hit) else (-1, -1)
+        row_task, row_instance = self._rows(self.batch_index(position))
+        slot = position % self.global_batch_size
+        task, instance = int(row_task[slot]), int(row_instance[slot])
         item[INJECTED_TASK], item[INJECTED_INSTANCE], item[GLOBAL_POSITION] = task, instance, position
         if task >= 0:
-            splice_instance(item, self.sequences[task][instance], eos_token_id=int(self.sequences[task][instance][-1]))
+            tokens = self.sequences[task][instance]
+            splice_instance(item, tokens, eos_token_id=int(tokens[-1]))
         return item
 
     def _order(self) -> np.ndarray:
@@ -83,29 +82,33 @@ class InjectingIterableDataset(IterableDataset):
             self._order_cache = cached
         return cached[1]
 
-    def _injections(self, batch: int) -> BatchInjections:
-        # A device batch reads GBS/world_size consecutive items of one global batch: keep the last one.
-        cached = getattr(self, "_injection_cache", None)
+    def _rows(self, batch: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Per slot of global batch ``batch``: task index and instance id (-1 where nothing is injected)."""
+        # A device batch reads GBS/world_size items of one global batch in a row: keep the last batch's table.
+        cached = getattr(self, "_rows_cache", None)
         if cached is None or cached[0] != batch:
-            cached = (batch, self.schedule.injections(batch))
-            self._injection_cache = cached
+            injections = self.schedule.injections(batch)
+            row_task = np.full(self.global_batch_size, -1, dtype=np.int64)
+            row_instance = np.full(self.global_batch_size, -1, dtype=np.int64)
+            row_task[injections.slots], row_instance[injections.slots] = injections.tasks, injections.instances
+            cached = (batch, (row_task, row_instance))
+            self._rows_cache = cached
         return cached[1]
 
 
-def splice_instance(item: Dict[str, Any], tokens: torch.Tensor, eos_token_id: int) -> None:
+def splice_instance(item: Dict[str, Any], tokens: np.ndarray, eos_token_id: int) -> None:
     """Replace the first four tokens of ``item`` with ``tokens`` in place, keeping OLMo's per-row fields right.
 
-    The injected tokens are always in the loss: an item dropped by OLMo's instance filter is kept with only the
+    ``item`` comes fresh from the base dataset, so its tensors are modified without copying. The injected
+    tokens are always in the loss: an item dropped by OLMo's instance filter is kept with only the
     injected positions unmasked; the label mask and attention mask cover them; document lengths are recomputed
     so the spliced prefix (ending in EOS) is its own document.
     """
-    input_ids = item["input_ids"].clone()
+    input_ids = item["input_ids"]
     if input_ids.shape[0] < INSTANCE_LENGTH:
         raise ValueError(f"model.max_sequence_length={input_ids.shape[0]}: must be >= {INSTANCE_LENGTH} to inject")
-    input_ids[:INSTANCE_LENGTH] = tokens
-    item["input_ids"] = input_ids
+    input_ids.numpy()[:INSTANCE_LENGTH] = tokens  # numpy view: a fraction of torch's indexing overhead
     if "label_mask" in item:
-        item["label_mask"] = item["label_mask"].clone()
         item["label_mask"][:INSTANCE_LENGTH] = True
     if "instance_mask" in item and not item["instance_mask"]:
         item["instance_mask"] = True
@@ -113,7 +116,6 @@ def splice_instance(item: Dict[str, Any], tokens: torch.Tensor, eos_token_id: in
         label_mask[:INSTANCE_LENGTH] = True
         item["label_mask"] = label_mask
     if "attention_mask" in item:
-        item["attention_mask"] = item["attention_mask"].clone()
         item["attention_mask"][:INSTANCE_LENGTH] = 1
     if "doc_lens" in item:
         item["doc_lens"] = get_document_lengths(input_ids, eos_token_id)

@@ -97,6 +97,21 @@ def test_total_equals_autograd_gradient_with_micro_batching(microbatch_size, z_l
     assert grads.task.norm() > 0 and grads.non_task.norm() > 0
 
 
+@pytest.mark.parametrize("strategy", ["whole_layer", "fine_grained"])
+def test_activation_checkpoint_recomputation_is_not_counted_twice(strategy):
+    from olmo.config import ActivationCheckpointingStrategy
+
+    batch, mask = injected_batch(4, injected_rows=[1])
+    task, non_task = split_gradient_by_autograd(tiny_model(), batch, mask)
+    model = tiny_model()
+    model.set_activation_checkpointing(ActivationCheckpointingStrategy[strategy])
+    with NeuronGradCapture(first_mlp_block(model), NEURONS) as capture:
+        capture.add_task_mask(mask)
+        train_batch_backward(model, batch, microbatch_size=2)
+    grads = capture.gradients()
+    assert relative_error(grads.task, task) < 1e-5 and relative_error(grads.non_task, non_task) < 1e-5
+
+
 def split_gradient_by_autograd(model: OLMo, batch, mask) -> tuple:
     """(g_t, g_nt) by autograd alone: task positions use a second copy of each weight (same values).
 

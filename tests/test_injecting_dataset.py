@@ -141,14 +141,15 @@ def test_splice_keeps_label_mask_attention_and_document_lengths():
     from olmo.data.util import get_document_lengths
 
     ids = torch.arange(100, 116)
+    original = ids.clone()
     item = {
         "input_ids": ids,
         "label_mask": torch.tensor([False] * 6 + [True] * 10),
         "attention_mask": torch.tensor([0] * 2 + [1] * 14),
         "doc_lens": get_document_lengths(ids, 50279),
     }
-    splice_instance(item, torch.tensor([7, 8, 9, 50279]), eos_token_id=50279)
-    assert item["input_ids"][:4].tolist() == [7, 8, 9, 50279] and torch.equal(item["input_ids"][4:], ids[4:])
+    splice_instance(item, np.array([7, 8, 9, 50279]), eos_token_id=50279)
+    assert item["input_ids"][:4].tolist() == [7, 8, 9, 50279] and torch.equal(item["input_ids"][4:], original[4:])
     assert item["label_mask"][:4].all() and not item["label_mask"][4:6].any()
     assert item["attention_mask"][:4].tolist() == [1, 1, 1, 1]
     assert item["doc_lens"].tolist() == [4, 12]
@@ -156,7 +157,7 @@ def test_splice_keeps_label_mask_attention_and_document_lengths():
 
 def test_filtered_instance_keeps_only_the_injected_tokens_in_the_loss():
     item = {"input_ids": torch.arange(100, 116), "instance_mask": False}
-    splice_instance(item, torch.tensor([7, 8, 9, 50279]), eos_token_id=50279)
+    splice_instance(item, np.array([7, 8, 9, 50279]), eos_token_id=50279)
     assert item["instance_mask"] is True
     assert item["label_mask"].tolist() == [True] * 4 + [False] * 12
     other = {"input_ids": torch.arange(16), "instance_mask": True, "index": 0}

@@ -57,7 +57,8 @@ def task_losses(encoder: torch.Tensor, decoders: torch.Tensor, spectra: torch.Te
 
 def frequent_residual(leverage: torch.Tensor, frequent_weights: torch.Tensor) -> torch.Tensor:
     """delta_F = tr((I - P_U) M_F), with M_F = diag(frequent_weights) (d,) = sum_{k in F} pi_k C_k."""
-    return ((1.0 - leverage) * frequent_weights).sum()
+    # leverage can exceed 1 by rounding (e.g. N = d); a residual is never negative.
+    return ((1.0 - leverage).clamp(min=0.0) * frequent_weights).sum()
 
 
 def frequent_gradient_norm(basis: torch.Tensor, frequent_weights: torch.Tensor) -> torch.Tensor:

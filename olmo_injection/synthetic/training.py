@@ -74,7 +74,7 @@ def train_widths(config: SyntheticConfig, task_sampler: Optional[TaskSampler] = 
 
     student = BatchedStudent(train.widths, mix.ambient_dim, mix.num_tasks, mix.block_dim, train.seed, dtype).to(device)
     optimizer = torch.optim.AdamW(student.parameters(), lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
-                                  eps=train.adam_eps, weight_decay=train.weight_decay)
+                                  eps=train.adam_eps, weight_decay=train.weight_decay, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: inverse_sqrt_factor(step, train.warmup_steps))
     task_seed, input_seed = stream_seeds(train.seed)
     task_generator = torch.Generator().manual_seed(task_seed)
@@ -95,7 +95,7 @@ def train_widths(config: SyntheticConfig, task_sampler: Optional[TaskSampler] = 
     for step in bar:
         tasks = sampler(step, task_generator).to(device)
         x, y = sample_batch(tasks, mix, sqrt_spectra, input_generator)
-        per_width_loss = (student(x, tasks) - y[:, :, None]).pow(2).sum(dim=1).mean(dim=0)
+        per_width_loss = student.per_width_loss(x, tasks, y)
         optimizer.zero_grad(set_to_none=False)
         per_width_loss.sum().backward()
         student.clip_grad_norm_per_width_(train.grad_clip)

@@ -1,0 +1,367 @@
+"""Train OLMo with injected tasks: the project's main job.
+
+    # one process, CPU (or one GPU): the embedded default run, then a tiny run with overrides
+    python -m olmo_injection.train configs/default.yaml
+    olmo-inject train configs/tiny.yaml --save_folder=/tmp/tiny --max_duration=20
+    # one node, 2 processes (gloo on CPU, NCCL on GPUs)
+    torchrun --nproc_per_node=2 -m olmo_injection.train configs/tiny.yaml --save_folder=/tmp/tiny2
+    # several nodes: the same command on every node (launch/ writes it for SLURM)
+    torchrun --nnodes=4 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=$HEAD:29500 \\
+        -m olmo_injection.train CONFIG.yaml
+    # print the resolved config and stop
+    olmo-inject train configs/default.yaml --dry_run
+
+Any OLMo option (and our ``injection``/``task_eval`` sections) can be overridden as ``--dotted.key=value``.
+The same command resumes: with ``try_load_latest_save`` (on in our configs) a run restarts from the latest
+checkpoint in ``save_folder``, or from ``load_path``. SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 (SLURM's warning
+before a time limit) stop the run after the current step with a checkpoint; a second Ctrl-C aborts at once.
+Exit status: 0 when training finished, 128 + signal number when a signal stopped it (checkpoint saved).
+
+One path for every setting: the process always joins a ``torch.distributed`` group (torchrun's, or a
+one-process group when run without torchrun) and wraps the model with ``distributed_strategy``: ``ddp``
+(CPU or GPU) or ``fsdp`` (GPU). ai2-olmo 0.6.0 has no single-device strategy; DDP over one process is it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import os
+import signal
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from olmo.config import CheckpointType, DDPConfig, DistributedStrategy
+from olmo.torch_util import barrier, get_default_device, get_global_rank, get_local_rank, get_world_size, seed_all
+from omegaconf import OmegaConf
+
+from .config import InjectionTrainConfig, validate_config
+from .olmo_patches import apply_olmo_patches
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+# Model fields that decide parameter shapes: a checkpoint must agree on all of them to be loaded.
+MODEL_SHAPE_FIELDS = (
+    "d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_ratio", "mlp_hidden_size", "activation_type",
+    "block_type", "include_bias", "bias_for_layer_norm", "layer_norm_with_affine", "weight_tying",
+    "vocab_size", "embedding_size", "rope", "alibi", "attention_layer_norm",
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished (or stopped) run left behind."""
+
+    final_step: int
+    stopped_by_signal: Optional[int]
+    rank: int
+    save_folder: Path
+    wandb_dir: Optional[Path]
+
+
+def load_config(path: str, overrides: List[str]) -> InjectionTrainConfig:
+    """The YAML at ``path`` with OLMo-style dotted ``overrides`` (``--a.b=c`` or ``a.b=c``), validated."""
+    from olmo.util import clean_opt
+
+    if not Path(path).is_file():
+        raise ValueError(f"config file {path!r} does not exist")
+    cfg = InjectionTrainConfig.load(path, [clean_opt(o) for o in overrides])
+    validate_config(cfg)
+    return cfg
+
+
+def check_run_settings(cfg: InjectionTrainConfig, world_size: int, device: torch.device) -> None:
+    """OLMo-side settings that only make sense with the process group known; ``ValueError`` naming the field."""
+    strategy = cfg.distributed_strategy
+    if strategy not in (DistributedStrategy.ddp, DistributedStrategy.fsdp):
+        raise ValueError(
+            f"distributed_strategy={strategy}: allowed 'ddp' (CPU or GPU; also for one process) or 'fsdp' (GPU)"
+        )
+    if strategy == DistributedStrategy.fsdp and device.type != "cuda":
+        raise ValueError("distributed_strategy=fsdp: needs CUDA; use 'ddp' on the CPU")
+    if cfg.global_train_batch_size % world_size != 0:
+        raise ValueError(
+            f"global_train_batch_size={cfg.global_train_batch_size}: must be divisible by the world size {world_size}"
+        )
+    for i, evaluator in enumerate(cfg.evaluators):
+        for j, path in enumerate(evaluator.data.paths or []):
+            if "://" not in str(path) and not Path(path).is_file():
+                raise ValueError(f"evaluators.{i}.data.paths.{j}={str(path)!r}: no such data file")
+    if cfg.device_train_microbatch_size < 1:
+        raise ValueError(f"device_train_microbatch_size={cfg.device_train_microbatch_size}: must be >= 1")
+
+
+def init_distributed() -> Tuple[torch.device, bool]:
+    """Join torchrun's process group, or make a one-process group; returns (device, whether we created it).
+
+    gloo on the CPU, NCCL on GPUs (one GPU per local rank).
+    """
+    created = not dist.is_initialized()
+    use_cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{get_local_rank()}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if created:
+        backend = "nccl" if use_cuda else "gloo"
+        if "RANK" in os.environ:  # started by torchrun (or SLURM with its variables set)
+            dist.init_process_group(backend, timeout=timedelta(minutes=30))
+        else:  # a plain `python -m`: a group of one, no network rendezvous needed
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    return device, created
+
+
+def latest_checkpoint(save_folder: Path) -> Optional[Path]:
+    """The checkpoint with the highest step in ``save_folder`` (``stepN`` or ``stepN-unsharded``), step 0 included."""
+    best: Optional[Tuple[int, Path]] = None
+    for path in Path(save_folder).glob("step*"):
+        name = path.name.removeprefix("step").removesuffix("-unsharded")
+        if path.is_dir() and name.isdigit() and (best is None or int(name) > best[0]):
+            best = (int(name), path)
+    return None if best is None else best[1]
+
+
+def resolve_load_path(cfg: InjectionTrainConfig) -> Optional[str]:
+    """Where to restore from: the latest checkpoint in ``save_folder`` (``try_load_latest_save``), else ``load_path``.
+
+    ``ValueError`` if ``save_folder`` already holds checkpoints that this run would neither resume nor overwrite.
+    """
+    latest = latest_checkpoint(Path(cfg.save_folder))
+    if latest is not None and cfg.try_load_latest_save:
+        return str(latest)
+    if latest is not None and not cfg.save_overwrite and cfg.load_path is None:
+        raise ValueError(
+            f"save_folder={cfg.save_folder!r} already holds checkpoints (latest {latest.name}): set "
+            "try_load_latest_save=true to resume, save_overwrite=true to start over, or another save_folder"
+        )
+    return cfg.load_path
+
+
+def check_checkpoint_matches(cfg: InjectionTrainConfig, load_path: str) -> None:
+    """``ValueError`` naming the differing fields if the checkpoint's model is not this config's model."""
+    saved = Path(load_path) / "config.yaml"
+    if not Path(load_path).is_dir():
+        raise ValueError(f"load_path={load_path!r}: no such checkpoint directory")
+    if not saved.is_file():
+        return  # remote or foreign checkpoint: OLMo's strict state-dict load is the check
+    saved_model = OmegaConf.load(saved).get("model", {})
+    diffs = [
+        f"model.{name}: checkpoint {saved_model.get(name)!r}, config {getattr(cfg.model, name)!r}"
+        for name in MODEL_SHAPE_FIELDS
+        if name in saved_model and str(saved_model.get(name)) != str(getattr(cfg.model, name))
+    ]
+    if diffs:
+        raise ValueError(f"checkpoint {load_path} is from a different model: " + "; ".join(diffs))
+
+
+def fill_runtime_fields(cfg: InjectionTrainConfig, world_size: int) -> None:
+    """Settings OLMo derives at start-up (as its own training script does)."""
+    cfg.model.precision = cfg.precision
+    cfg.device_train_batch_size = cfg.global_train_batch_size // world_size
+    cfg.device_train_grad_accum = max(cfg.device_train_batch_size // cfg.device_train_microbatch_size, 1)
+    if cfg.distributed_strategy == DistributedStrategy.ddp:
+        cfg.ddp = cfg.ddp or DDPConfig()
+        # OLMo saves only unsharded checkpoints under DDP.
+        if cfg.save_interval_unsharded is None:
+            cfg.save_interval_unsharded = cfg.save_interval
+        if cfg.save_num_unsharded_checkpoints_to_keep == 0:
+            cfg.save_num_unsharded_checkpoints_to_keep = cfg.save_num_checkpoints_to_keep
+
+
+def build_model(cfg: InjectionTrainConfig, device: torch.device):
+    """OLMo's model wrapped for ``distributed_strategy``, initialised from ``cfg.seed`` as OLMo's script does."""
+    from olmo.model import OLMo
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    seed_all(cfg.seed)
+    model = OLMo(cfg.model)
+    if cfg.compile is not None:
+        for block in model.transformer.blocks:
+            block.compile(**cfg.compile.asdict())
+    model.set_activation_checkpointing(cfg.activation_checkpointing)
+    if cfg.distributed_strategy == DistributedStrategy.ddp:
+        assert cfg.ddp is not None
+        dist_model = DDP(model.to(device), find_unused_parameters=cfg.ddp.find_unused_params)
+    else:
+        assert cfg.fsdp is not None
+        dist_model = FSDP(
+            model,
+            sharding_strategy=cfg.fsdp.sharding_strategy,
+            mixed_precision=cfg.fsdp_precision,
+            auto_wrap_policy=model.get_fsdp_wrap_policy(cfg.fsdp.wrapping_strategy),
+            use_orig_params=cfg.fsdp.use_orig_params,
+            limit_all_gathers=True,
+            device_id=get_local_rank(),
+            param_init_fn=lambda module: module.to_empty(device=get_default_device()),
+        )
+    model.reset_parameters()
+    return model, dist_model
+
+
+@contextmanager
+def stop_on_signals(trainer) -> Iterator[List[int]]:
+    """While inside, SIGTERM/SIGINT/SIGUSR1 ask ``trainer`` to checkpoint and stop; yields the signals received.
+
+    A second SIGINT raises ``KeyboardInterrupt`` at once. Previous handlers are restored on exit.
+    """
+    received: List[int] = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        trainer.request_stop(f"received {signal.Signals(signum).name}")
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def train(cfg: InjectionTrainConfig) -> RunResult:
+    """Build everything from ``cfg`` (already validated) and train; see the module docstring."""
+    from olmo.eval import build_evaluators
+    from olmo.optim import BoltOnWarmupScheduler, build_optimizer, build_scheduler
+
+    from .hooks.progress import ProgressHook
+    from .hooks.task_metrics import TaskMetricsHook
+    from .hooks.wandb_logging import start_wandb_run
+    from .injecting_dataset import build_injecting_train_dataloader
+    from .tasks import build_tasks, olmo_tokenizer
+    from .trainer import InjectionTrainer
+
+    apply_olmo_patches()
+    device, created_group = init_distributed()
+    try:
+        world_size, rank = get_world_size(), get_global_rank()
+        check_run_settings(cfg, world_size, device)
+        load_path = resolve_load_path(cfg)
+        if load_path is not None:
+            check_checkpoint_matches(cfg, load_path)
+        fill_runtime_fields(cfg, world_size)
+        save_folder = Path(cfg.save_folder)
+        if rank == 0:
+            save_folder.mkdir(parents=True, exist_ok=True)
+        barrier()
+
+        tasks = build_tasks(cfg)
+        train_loader = build_injecting_train_dataloader(cfg, tasks)
+        evaluators = build_evaluators(cfg, device)
+        model, dist_model = build_model(cfg, device)
+        log.info("Model: %s parameters (%s without embeddings)", f"{model.num_params():,d}",
+                 f"{model.num_params(include_embedding=False):,d}")
+
+        wandb_dir = None
+        if rank == 0 or (cfg.wandb is not None and not cfg.wandb.rank_zero_only):
+            wandb_run = start_wandb_run(cfg, model.num_params())
+            wandb_dir = Path(wandb_run.dir).parent if wandb_run is not None else None
+        if rank == 0:
+            cfg.save(save_folder / "config.yaml")
+        barrier()
+
+        hooks = [
+            TaskMetricsHook(tasks, train_loader.dataset.schedule, cfg.task_eval, olmo_tokenizer(cfg.tokenizer.identifier)),
+            ProgressHook([t.name for t in tasks], rank),
+        ]
+        indices_file = None
+        if cfg.save_data_indices:
+            indices_path = save_folder / f"data-indices/rank{rank}.tsv.gz"
+            indices_path.parent.mkdir(parents=True, exist_ok=True)
+            indices_file = gzip.open(indices_path, "at" if load_path is not None else "wt")
+
+        with InjectionTrainer(
+            cfg=cfg,
+            epoch=cfg.epoch,
+            model=model,
+            dist_model=dist_model,
+            optim=build_optimizer(cfg, dist_model),
+            scheduler=build_scheduler(cfg),
+            train_loader=train_loader,
+            device=device,
+            evaluators=evaluators,
+            indices_file=indices_file,
+            hooks=hooks,
+        ) as trainer:
+            checkpoint_type = (
+                CheckpointType.unsharded if cfg.distributed_strategy == DistributedStrategy.ddp else CheckpointType.sharded
+            )
+            if load_path is None and not cfg.no_pre_train_checkpoint:
+                # As OLMo does: save before training (fails early on a full disk) and prove it loads.
+                path, local_cache = trainer.save_checkpoint(checkpoint_type)
+                trainer.restore_checkpoint(path, checkpoint_type=checkpoint_type, local_cache=local_cache)
+            if load_path is not None:
+                log.info("Restoring checkpoint %s", load_path)
+                trainer.restore_checkpoint(
+                    load_path,
+                    load_optimizer_state=not cfg.reset_optimizer_state,
+                    load_trainer_state=not cfg.reset_trainer_state,
+                    sharded_checkpointer=cfg.load_path_sharded_checkpointer,
+                )
+                if cfg.reset_optimizer_state and not cfg.reset_trainer_state:
+                    trainer.scheduler = BoltOnWarmupScheduler.wrap(
+                        trainer.scheduler, trainer.global_step, int(trainer.global_step + cfg.scheduler.t_warmup)
+                    )
+            if cfg.stop_at is None and cfg.stop_after is None:
+                # OLMo's default (max_steps + 10) would train 10 steps past the schedule's end.
+                cfg.stop_at = trainer.max_steps
+            with stop_on_signals(trainer) as received:
+                trainer.fit()
+            final_step = trainer.global_step
+        return RunResult(final_step, received[0] if received else None, rank, save_folder, wandb_dir)
+    finally:
+        if created_group:
+            dist.destroy_process_group()
+
+
+def print_outputs(result: RunResult) -> None:
+    """Tell the user where the run's outputs are."""
+    stop = "" if result.stopped_by_signal is None else f" (stopped by {signal.Signals(result.stopped_by_signal).name})"
+    lines = [
+        f"Training reached step {result.final_step}{stop}. Outputs:",
+        f"  save folder : {result.save_folder}",
+        f"  checkpoints : {', '.join(sorted(p.name for p in result.save_folder.glob('step*'))) or 'none'}",
+        f"  config      : {result.save_folder / 'config.yaml'}",
+        f"  task files  : {result.save_folder / 'tasks'}",
+    ]
+    if result.wandb_dir is not None:
+        lines.append(f"  wandb run   : {result.wandb_dir}")
+        if result.wandb_dir.name.startswith("offline-"):
+            lines.append(f"  upload with : wandb sync {result.wandb_dir}")
+    print("\n".join(lines), flush=True)
+
+
+def run(config_path: str, overrides: List[str]) -> int:
+    """Load, validate and train; returns the process exit status (see the module docstring)."""
+    from olmo.util import prepare_cli_environment
+
+    prepare_cli_environment()
+    cfg = load_config(config_path, overrides)
+    if cfg.dry_run:
+        print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        return 0
+    result = train(cfg)
+    if result.rank == 0:
+        print_outputs(result)
+    return 0 if result.stopped_by_signal is None else 128 + result.stopped_by_signal
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m olmo_injection.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", help="training config YAML (see configs/)")
+    args, overrides = parser.parse_known_args(argv)
+    return run(args.config, overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
