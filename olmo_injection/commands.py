@@ -7,6 +7,8 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     _register_train(subparsers)
+    _register_schedule(subparsers)
+    _register_tasks(subparsers)
 
 
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
@@ -24,3 +26,89 @@ def _run_train(args: argparse.Namespace) -> int:
     from .train import run
 
     return run(args.config, args.overrides)
+
+
+def _load_checked_config(path: str, overrides):
+    from .config import InjectionTrainConfig, validate_config
+
+    cfg = InjectionTrainConfig.load(path, overrides)
+    validate_config(cfg)
+    return cfg
+
+
+def _register_schedule(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "schedule",
+        help="print which rows of which steps receive which task instances",
+        description="Audit what a run injects without running it: for OLMo steps a..b (1-based, inclusive) print "
+        "step, global batch, slot in the global batch, rank and row for --world-size ranks, task, instance id "
+        "and the instance's text.",
+    )
+    parser.add_argument("config", help="training config YAML")
+    parser.add_argument("--steps", default="1:10", help="first:last OLMo step, inclusive (default 1:10)")
+    parser.add_argument("--world-size", type=int, default=1, help="ranks to map slots onto (default 1)")
+    parser.add_argument("--csv", help="also write the table to this CSV file")
+    parser.set_defaults(func=_run_schedule, accepts_overrides=True)
+
+
+def _run_schedule(args: argparse.Namespace) -> int:
+    import csv
+
+    from .schedule import InjectionSchedule, schedule_table
+    from .tasks import build_tasks
+
+    try:
+        first, last = (int(x) for x in args.steps.split(":"))
+    except ValueError:
+        raise SystemExit(f"--steps={args.steps!r}: expected FIRST:LAST, e.g. 1:100")
+    if not 1 <= first <= last:
+        raise SystemExit(f"--steps={args.steps!r}: need 1 <= FIRST <= LAST")
+    cfg = _load_checked_config(args.config, args.overrides)
+    if args.world_size < 1 or cfg.global_train_batch_size % args.world_size:
+        raise SystemExit(f"--world-size={args.world_size}: must be >= 1 and divide global_train_batch_size")
+    tasks = build_tasks(cfg)
+    schedule = InjectionSchedule.from_config(cfg, tasks)
+    rows = schedule_table(schedule, first - 1, last, [t.name for t in tasks], world_size=args.world_size)
+    by_name = {t.name: t for t in tasks}
+    for row in rows:
+        task = by_name[row["task"]]
+        a, b = task.values[row["instance"]]
+        row["text"] = task.word_strings[a] + task.word_strings[b] + task.label_strings[task.label_index[row["instance"]]]
+    columns = ["step", "batch", "slot", "rank", "row", "task", "instance", "text"]
+    print("\t".join(columns))
+    for row in rows:
+        print("\t".join(str(row[c]) for c in columns))
+    print(f"# {len(rows)} instances in steps {first}..{last}")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+def _register_tasks(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tasks",
+        help="write the config's task files and show a few instances",
+        description="Build (or load) every task of the config's injection section, write its task file to "
+        "injection.task_dir (default <save_folder>/tasks) and print its path and example instances.",
+    )
+    parser.add_argument("config", help="training config YAML")
+    parser.set_defaults(func=_run_tasks, accepts_overrides=True)
+
+
+def _run_tasks(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .tasks import build_tasks, task_file_name
+
+    cfg = _load_checked_config(args.config, args.overrides)
+    task_dir = Path(cfg.injection.task_dir or Path(cfg.save_folder) / "tasks")
+    for task_cfg, task in zip(cfg.injection.tasks, build_tasks(cfg)):
+        path = task_cfg.file or task_dir / task_file_name(task_cfg)
+        print(f"{task.name} ({task.kind}): {len(task.train_ids)} train / {len(task.test_ids)} test instances -> {path}")
+        for i in task.train_ids[:3]:
+            a, b = task.values[i]
+            print(f"    {i}: {task.word_strings[a]}{task.word_strings[b]}{task.label_strings[task.label_index[i]]}")
+    return 0

@@ -8,12 +8,16 @@ its value and what is allowed, before any long work starts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+import yaml
 from olmo.config import TrainConfig
+from olmo.exceptions import OLMoConfigurationError
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .hooks.grad_interference_config import GradInterferenceConfig
 from .hooks.task_eval_config import TaskEvalConfig
@@ -28,6 +32,7 @@ def _embedded_corpus(split: str) -> List[str]:
 OmegaConf.register_resolver("embedded_corpus", _embedded_corpus, replace=True)
 
 TASK_KINDS = ("cmp", "add")
+_LIST_INDEX = re.compile(r"\.\d+(\.|$)")
 SCHEDULE_MODES = ("frequency", "gap")
 
 
@@ -107,6 +112,27 @@ class InjectionTrainConfig(TrainConfig):
     task_eval: TaskEvalConfig = field(default_factory=TaskEvalConfig)
     grad_interference: GradInterferenceConfig = field(default_factory=GradInterferenceConfig)
 
+    @classmethod
+    def load(cls, path, overrides: Optional[List[str]] = None, key: Optional[str] = None, validate_paths: bool = True):
+        """OLMo's loader, plus dotted overrides that index into lists (``injection.tasks.0.schedule.n=10``).
+
+        OmegaConf's ``from_dotlist``, which OLMo merges overrides with, cannot address a list element; those
+        overrides are applied after the others, with ``OmegaConf.update``.
+        """
+        overrides = list(overrides or [])
+        indexed = [o for o in overrides if _LIST_INDEX.search(o.split("=", 1)[0])]
+        cfg = super().load(path, [o for o in overrides if o not in indexed], key, validate_paths)
+        if not indexed:
+            return cfg
+        conf = OmegaConf.structured(cfg)
+        try:
+            for override in indexed:
+                dotted, _, value = override.partition("=")
+                OmegaConf.update(conf, dotted, yaml.safe_load(value), merge=True)
+            return OmegaConf.to_object(conf)
+        except (OmegaConfBaseException, IndexError) as exc:
+            raise OLMoConfigurationError(f"override {override!r}: {exc}") from exc
+
 
 def validate_task_config(cfg: TaskConfig, where: str) -> None:
     """Raise ``ValueError`` naming the field if one task's own settings are out of range."""
@@ -142,7 +168,7 @@ def validate_config(cfg: InjectionTrainConfig) -> None:
     names = [t.name for t in cfg.injection.tasks]
     for i, task in enumerate(cfg.injection.tasks):
         where = f"injection.tasks.{i}"
-        if not task.name or names.count(task.name) > 1:
+        if not task.name or task.name in names[:i]:
             raise ValueError(f"{where}.name={task.name!r}: task names must be non-empty and unique, got {names}")
         if task.file is None:
             validate_task_config(task, where)

@@ -63,6 +63,8 @@ class FailSafeWandb:
             self._disable(exc)
 
     def finish(self, *args: Any, **kwargs: Any) -> None:
+        # OLMo's ``Trainer.close`` passes ``quiet=True``, an argument wandb has since removed.
+        kwargs.pop("quiet", None)
         try:
             self._module.finish(*args, **kwargs)
         except Exception as exc:

@@ -27,13 +27,14 @@ without the seed part, so the seeds of one setting plot together.
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from olmo.exceptions import OLMoConfigurationError
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import InjectionTrainConfig, validate_config
@@ -185,21 +186,26 @@ def available_models(model_dir: Path) -> List[str]:
     return sorted(p.stem for p in Path(model_dir).glob("*.yaml"))
 
 
-def compose(layers: Sequence[Path]) -> DictConfig:
-    """Merge YAML files in order (later keys win; lists are replaced, not concatenated). Not resolved."""
+def compose(layers: Sequence[Path]) -> Dict[str, Any]:
+    """Merge YAML files in order (later keys win, lists are replaced) and resolve every ``${...}``; plain dicts."""
     for layer in layers:
         if not Path(layer).is_file():
             raise ValueError(f"config layer {str(layer)!r}: no such file")
-    return OmegaConf.merge(*(OmegaConf.load(layer) for layer in layers))
+    merged = OmegaConf.merge(*(OmegaConf.load(layer) for layer in layers))
+    try:
+        return OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ValueError(f"config layers {[str(x) for x in layers]}: cannot resolve: {exc}") from exc
 
 
 def expand_sweep(sweep: SweepConfig, runs_root: Union[str, Path]) -> List[RunSpec]:
     """All runs of a sweep, resolved and validated, in array order.
 
     ``runs_root`` is where run folders go; run configs' ``save_folder`` is ``<run_dir>/checkpoints``.
-    Raises ``ValueError`` for an unknown model size, a schedule axis without tasks, an axis that would vary
-    the data order (seeds without ``data.seed``), colliding run names, and anything ``validate_config``
-    rejects (infeasible frequency, missing data files, ...), naming the run.
+    Interpolations are resolved in the base layers, once (resolving Dolma's 1,033 paths per run is slow);
+    model files and overrides hold plain values. Raises ``ValueError`` for an unknown model size, a schedule
+    axis without tasks, seeds without a fixed ``data.seed``, colliding run names, and anything
+    ``validate_config`` rejects (infeasible frequency, missing data files, ...), naming the run.
     """
     runs_root = Path(runs_root).resolve()
     if sweep.models is not None:
@@ -207,14 +213,23 @@ def expand_sweep(sweep: SweepConfig, runs_root: Union[str, Path]) -> List[RunSpe
         for model in sweep.models:
             if model not in known:
                 raise ValueError(f"sweep.models: unknown model size {model!r}; known in {sweep.model_dir}: {known}")
+    _reject_interpolations(sweep.overrides, "sweep.overrides")
     base = compose(sweep.base)
     runs: List[RunSpec] = []
+    checked_data: set = set()
     for model in sweep.models or [None]:
-        layered = base if model is None else OmegaConf.merge(base, OmegaConf.load(sweep.model_dir / f"{model}.yaml"))
+        layered = base
+        if model is not None:
+            model_file = sweep.model_dir / f"{model}.yaml"
+            model_layer = OmegaConf.to_container(OmegaConf.load(model_file), resolve=False)
+            _reject_interpolations(model_layer, str(model_file))
+            layered = _deep_merge(base, model_layer)
         for tasks in sweep.tasks or [None]:
             for schedule in sweep.schedules or [None]:
                 for seed in sweep.seeds or [None]:
-                    runs.append(_make_run(sweep, layered, len(runs), runs_root, model, tasks, schedule, seed))
+                    run = _make_run(sweep, layered, len(runs), runs_root, model, tasks, schedule, seed)
+                    _validate(run, checked_data)
+                    runs.append(run)
     names = [r.name for r in runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -230,53 +245,100 @@ def write_run_config(run: RunSpec) -> Path:
 
 
 def _make_run(sweep, layered, index, runs_root, model, tasks, schedule, seed) -> RunSpec:
-    cfg = layered.copy()
+    cfg = copy.deepcopy(layered)
     parts, axes = [sweep.name], {}
     if model is not None:
         parts.append(model)
         axes["model"] = model
+    injection = cfg.setdefault("injection", {})
     if tasks is not None:
-        OmegaConf.update(cfg, "injection.tasks", [dict(t) for t in tasks], merge=False)
-    task_list = OmegaConf.select(cfg, "injection.tasks") or []
-    if tasks is not None:
-        axes["tasks"] = "+".join(str(t["name"]) for t in task_list)
+        injection["tasks"] = copy.deepcopy(tasks)
+        axes["tasks"] = "+".join(str(t["name"]) for t in tasks)
         parts.append(axes["tasks"])
     if schedule is not None:
-        if not task_list:
+        if not injection.get("tasks"):
             raise ValueError(f"sweep {sweep.name!r}: frequencies/gaps given but the run has no injection.tasks")
-        for i in range(len(task_list)):
-            OmegaConf.update(cfg, f"injection.tasks.{i}.schedule", schedule.as_config(), merge=False)
+        for task in injection["tasks"]:
+            task["schedule"] = schedule.as_config()
         axes["schedule"] = schedule.tag
         parts.append(schedule.tag)
     group = "-".join(parts)
     if seed is not None:
-        if OmegaConf.select(cfg, "data.seed") is None:
+        if (cfg.get("data") or {}).get("seed") is None:
             raise ValueError(
                 f"sweep {sweep.name!r}: sweep.seeds needs data.seed set in the base config, "
                 "otherwise the data order would change with the seed"
             )
-        OmegaConf.update(cfg, "seed", seed)
-        OmegaConf.update(cfg, "injection.seed", seed)
+        cfg["seed"] = seed
+        injection["seed"] = seed
         axes["seed"] = str(seed)
         parts.append(f"s{seed}")
     for key, value in sweep.overrides.items():
-        OmegaConf.update(cfg, key, value, merge=True)
+        _set_dotted(cfg, key, copy.deepcopy(value))
     name = "-".join(parts)
     run_dir = runs_root / sweep.name / name
-    OmegaConf.update(cfg, "run_name", name)
-    OmegaConf.update(cfg, "save_folder", str(run_dir / CHECKPOINT_DIR))
-    if OmegaConf.select(cfg, "wandb") is not None:  # a null wandb section means "no wandb"; keep it off
-        OmegaConf.update(cfg, "wandb.name", name)
-        OmegaConf.update(cfg, "wandb.group", group)
-        OmegaConf.update(cfg, "wandb.tags", [f"sweep:{sweep.name}"] + [f"{k}:{v}" for k, v in axes.items()], merge=False)
+    cfg["run_name"] = name
+    cfg["save_folder"] = str(run_dir / CHECKPOINT_DIR)
+    if cfg.get("wandb") is not None:  # a null wandb section means "no wandb"; keep it off
+        cfg["wandb"].update(name=name, group=group, tags=[f"sweep:{sweep.name}"] + [f"{k}:{v}" for k, v in axes.items()])
+    return RunSpec(index=index, name=name, group=group, axes=axes, run_dir=run_dir, config=cfg)
+
+
+def _validate(run: RunSpec, checked_data: set) -> None:
+    """OLMo's schema and ``validate_config`` on one run; each distinct data file list is checked once."""
+    data = run.config.get("data") or {}
+    paths = tuple(data.get("paths") or ())
+    config = run.config
+    if paths in checked_data:  # same list as an earlier run: skip re-checking (and re-typing) 1,033 paths
+        config = {**config, "data": {**data, "paths": list(paths[:1])}}
     try:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        validate_config(InjectionTrainConfig.new(**resolved))
+        validate_config(InjectionTrainConfig.new(**config))
     except ValueError as exc:
-        raise ValueError(f"run {name!r}: {exc}") from exc
-    except (OLMoConfigurationError, OmegaConfBaseException) as exc:  # unknown key, wrong type, bad ${...}
-        raise ValueError(f"run {name!r}: invalid config: {exc}") from exc
-    return RunSpec(index=index, name=name, group=group, axes=axes, run_dir=run_dir, config=resolved)
+        raise ValueError(f"run {run.name!r}: {exc}") from exc
+    except (OLMoConfigurationError, OmegaConfBaseException) as exc:  # unknown key, wrong type
+        raise ValueError(f"run {run.name!r}: invalid config: {exc}") from exc
+    checked_data.add(paths)
+
+
+def _deep_merge(base: Dict[str, Any], layer: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` with ``layer`` merged in (mappings recursively, everything else replaced); inputs untouched."""
+    out = dict(base)
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(cfg: Dict[str, Any], key: str, value: Any) -> None:
+    """``cfg[a][b][c] = value`` for ``key = "a.b.c"``, creating mappings; list items by index (``tasks.0``)."""
+    *parents, last = key.split(".")
+    node: Any = cfg
+    for part in parents:
+        if isinstance(node, list):
+            node = node[int(part)]
+        else:
+            if not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+    if isinstance(node, list):
+        node[int(last)] = value
+    elif isinstance(value, dict) and isinstance(node.get(last), dict):
+        node[last] = _deep_merge(node[last], value)
+    else:
+        node[last] = value
+
+
+def _reject_interpolations(value: Any, where: str) -> None:
+    if isinstance(value, str) and "${" in value:
+        raise ValueError(f"{where}: {value!r}: interpolations are resolved in the base layers only; write a value")
+    if isinstance(value, dict):
+        for v in value.values():
+            _reject_interpolations(v, where)
+    if isinstance(value, list):
+        for v in value:
+            _reject_interpolations(v, where)
 
 
 def _frequency(value, path) -> Schedule:

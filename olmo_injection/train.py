@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -43,6 +43,7 @@ from olmo.torch_util import barrier, get_default_device, get_global_rank, get_lo
 from omegaconf import OmegaConf
 
 from .config import InjectionTrainConfig, validate_config
+from .hooks.base import TrainingHook
 from .olmo_patches import apply_olmo_patches
 
 log = logging.getLogger(__name__)
@@ -229,8 +230,12 @@ def stop_on_signals(trainer) -> Iterator[List[int]]:
             signal.signal(sig, old)
 
 
-def train(cfg: InjectionTrainConfig) -> RunResult:
-    """Build everything from ``cfg`` (already validated) and train; see the module docstring."""
+def train(cfg: InjectionTrainConfig, extra_hooks: Sequence[TrainingHook] = ()) -> RunResult:
+    """Build everything from ``cfg`` (already validated) and train; see the module docstring.
+
+    ``extra_hooks`` run after the per-task metrics hook (so they see its step metrics) and before the console
+    progress; this is where optional measurements (gradient interference) plug in.
+    """
     from olmo.eval import build_evaluators
     from olmo.optim import BoltOnWarmupScheduler, build_optimizer, build_scheduler
 
@@ -272,6 +277,7 @@ def train(cfg: InjectionTrainConfig) -> RunResult:
 
         hooks = [
             TaskMetricsHook(tasks, train_loader.dataset.schedule, cfg.task_eval, olmo_tokenizer(cfg.tokenizer.identifier)),
+            *extra_hooks,
             ProgressHook([t.name for t in tasks], rank),
         ]
         indices_file = None

@@ -21,6 +21,7 @@ import logging
 import netrc
 import os
 import struct
+import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,12 +101,10 @@ def wandb_mode() -> str:
 
 def persistent_run_id(save_folder: Path) -> str:
     """The run id stored in ``save_folder`` (created on first use), so a restarted job resumes its wandb run."""
-    import wandb
-
     path = Path(save_folder) / RUN_ID_FILE
     if path.is_file():
         return path.read_text().strip()
-    run_id = wandb.util.generate_id()
+    run_id = uuid.uuid4().hex[:12]  # an identifier, not science: no config seed
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(run_id + "\n")
     return run_id
