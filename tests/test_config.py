@@ -49,7 +49,7 @@ def test_override_of_a_missing_list_element_is_an_error():
         (["model.max_sequence_length=3"], "max_sequence_length=3"),
         (["injection.tasks.0.file=/nope.json"], "no such task file"),
         (["data.paths=[/no/such/file.npy]"], "data.paths.0='/no/such/file.npy'"),
-        (["task_eval.interval=-1"], "task_eval.interval=-1"),
+        (["task_eval.batch_size=0"], "task_eval.batch_size=0"),
     ],
 )
 def test_bad_settings_name_field_and_value(overrides, match):
