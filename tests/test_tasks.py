@@ -124,3 +124,13 @@ def test_build_tasks_caches_files_that_match_their_config(make_config):
     assert len(files) == 2 and files[0].startswith("add-add-")
     second = build_tasks(cfg)
     assert all(np.array_equal(a.instances, b.instances) for a, b in zip(first, second))
+
+
+def test_task_file_with_tokens_outside_the_tokenizer_is_refused(tmp_path, cmp_task):
+    path = tmp_path / "cmp.json"
+    save_task_file(cmp_task, path)
+    data = json.loads(path.read_text())
+    data["word_tokens"][3] = 60_000
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="word token 60000 is not in the tokenizer"):
+        load_task_file(path)

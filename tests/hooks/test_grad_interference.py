@@ -77,7 +77,8 @@ def run_tiny_training(save_folder: Path, grad_cfg: GradInterferenceConfig, steps
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     grad_cfg = GradInterferenceConfig(
-        enabled=True, task="add", num_task_neurons=4, selection_step=2, reference_interval=2, reference_batch_size=512
+        enabled=True, task="add", num_task_neurons=4, selection_step=2, reference_interval=2, reference_split="test",
+        reference_batch_size=1024,
     )
     return run_tiny_training(tmp_path_factory.mktemp("grad_run"), grad_cfg)
 
