@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import List, Union
 
 import torch
-from olmo.checkpoint import MODEL_AND_OPTIM_FOLDER, build_sharded_checkpointer, load_model_state, load_state_dict
+import torch.distributed.checkpoint as dist_cp
+from olmo.checkpoint import MODEL_AND_OPTIM_FOLDER, build_sharded_checkpointer, load_state_dict
 from olmo.model import OLMo
 
 from olmo_injection.config import InjectionTrainConfig
@@ -89,14 +90,25 @@ def load_checkpoint_config(path: PathLike) -> InjectionTrainConfig:
     return cfg
 
 
+def _load_torch_new_sharded(path: Path, model: OLMo) -> None:
+    """Read the ``model`` entries of a ``TorchNewStyleShardedCheckpointer`` checkpoint into ``model``.
+
+    OLMo's own ``load_model_state`` cannot be used with torch 2.13: its ``RemoteFileSystemReader`` misses the
+    abstract methods ``reset`` and ``validate_checkpoint_id`` that newer ``StorageReader``s require (pinned by a
+    test). For a local folder torch's ``FileSystemReader`` reads the same files; ``no_dist`` needs no process group.
+    """
+    state = {"model": model.state_dict()}
+    dist_cp.load(state, storage_reader=dist_cp.FileSystemReader(str(path / MODEL_AND_OPTIM_FOLDER)), no_dist=True)
+    model.load_state_dict(state["model"])
+
+
 def load_checkpoint(path: PathLike) -> LoadedCheckpoint:
     """Restore the model saved in one checkpoint directory (any layout listed in the module docstring)."""
     path = Path(path)
     cfg = load_checkpoint_config(path)
     model = OLMo(cfg.model, init_params=False)
     if (path / MODEL_AND_OPTIM_FOLDER).is_dir():
-        # torch new-style sharded: torch.distributed.checkpoint reads it without a process group.
-        load_model_state(path, model)
+        _load_torch_new_sharded(path, model)
     else:
         if (path / "model.pt").is_file() or (path / "model.safetensors").is_file():
             state = load_state_dict(path, "model.pt", map_location="cpu")
@@ -111,3 +123,22 @@ def load_checkpoint(path: PathLike) -> LoadedCheckpoint:
         model.load_state_dict(state)
     model.eval()
     return LoadedCheckpoint(path=path, step=checkpoint_step(path), config=cfg, model=model.float())
+
+
+def checkpoint_task(checkpoint: LoadedCheckpoint, name: str):
+    """The injected task ``name`` of the checkpoint's run, read from the run's task files.
+
+    Task files are looked up in ``injection.task_dir`` when set, else in ``tasks/`` beside the checkpoint
+    directory (the run's save folder, wherever it has been moved), else under the saved ``save_folder``.
+    """
+    from olmo_injection.tasks import build_tasks
+
+    cfg = checkpoint.config
+    beside = checkpoint.path.parent / "tasks"
+    if cfg.injection.task_dir is None and beside.is_dir():
+        cfg.injection.task_dir = str(beside)
+    tasks = build_tasks(cfg)
+    for task in tasks:
+        if task.name == name:
+            return task
+    raise ValueError(f"task={name!r}: the run injects {[t.name for t in tasks]}")

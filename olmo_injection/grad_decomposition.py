@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,11 @@ from olmo.model import OLMo, OLMoBlock
 from olmo.train import cross_entropy_loss
 
 from . import metric_names as mn
+from .injecting_dataset import INJECTED_TASK, task_token_mask
 from .neurons import PARTS_PER_NEURON, check_neurons, ff_proj_rows, first_mlp_block, num_neurons, top_neurons
+
+if TYPE_CHECKING:
+    from .tasks import Task
 
 # (TOK1, TOK2) is enough context for the LABEL loss: the logits at position 1 see positions 0 and 1 only.
 LABEL_CONTEXT_TOKENS = 2
@@ -80,8 +84,12 @@ class NeuronGradCapture:
     backward pass is not counted again.
     """
 
-    def __init__(self, block: OLMoBlock, neurons: torch.Tensor):
+    def __init__(self, block: OLMoBlock, neurons: torch.Tensor, *, record_outputs: bool = False):
+        """``record_outputs``: keep each forward's ``ff_proj`` output for ``pop_ff_proj_outputs`` (offline use,
+        where the caller back-propagates with ``torch.autograd.grad``); off in training, where keeping them
+        would hold one ``[rows, seq, mlp_hidden_size]`` tensor per micro-batch until the step ends."""
         self._block = block
+        self._record_outputs = record_outputs
         total = num_neurons(block)
         device = block.ff_out.weight.device
         self.neurons = check_neurons(neurons, total).to(device)
@@ -110,11 +118,13 @@ class NeuronGradCapture:
     def add_task_mask(self, task_mask: torch.Tensor) -> None:
         """Queue ``[rows, seq]`` bool, True at task-token input positions, for the next forward passes."""
         if task_mask.dtype != torch.bool or task_mask.dim() != 2:
-            raise ValueError(f"task_mask: dtype {task_mask.dtype}, shape {tuple(task_mask.shape)}; need bool [rows, seq]")
+            raise ValueError(
+                f"task_mask: dtype {task_mask.dtype}, shape {tuple(task_mask.shape)}; need bool [rows, seq]"
+            )
         self._queued_masks.append(task_mask)
 
     def pop_ff_proj_outputs(self) -> List[torch.Tensor]:
-        """The ``ff_proj`` outputs of the forward passes so far (graph tensors), for ``torch.autograd.grad``."""
+        """The ``ff_proj`` outputs recorded since the last call (graph tensors), for ``torch.autograd.grad``."""
         outputs, self._ff_proj_outputs = self._ff_proj_outputs, []
         return outputs
 
@@ -151,11 +161,12 @@ class NeuronGradCapture:
     def _on_ff_proj_forward(self, module, inputs, output) -> None:
         if self._skip(output):
             return
-        x = inputs[0]
+        x = inputs[0].detach()
         mask = self._take_mask(x.shape[0], x.shape[1], x.device)
         self._ff_out_mask = mask
-        self._ff_proj_outputs.append(output)
-        output.register_hook(lambda grad: self._accumulate_ff_proj(x.detach(), mask, grad))
+        if self._record_outputs:
+            self._ff_proj_outputs.append(output)
+        output.register_hook(lambda grad: self._accumulate_ff_proj(x, mask, grad))
 
     def _on_ff_out_forward(self, module, inputs, output) -> None:
         if self._skip(output):
@@ -245,12 +256,13 @@ def task_reference_gradient(
     was_training = model.training
     model.eval()
     try:
-        with NeuronGradCapture(block, neurons) as capture:
+        with NeuronGradCapture(block, neurons, record_outputs=True) as capture:
             for chunk in local.split(batch_size):
                 context = chunk[:, :LABEL_CONTEXT_TOKENS]
                 capture.add_task_mask(torch.ones_like(context, dtype=torch.bool))
                 with _autocast(device, autocast_dtype):
-                    logits = model(input_ids=context).logits[:, LABEL_CONTEXT_TOKENS - 1]
+                    # Only position 1's logits enter the loss: skip the LM head at position 0.
+                    logits = model(input_ids=context, last_logits_only=True).logits[:, -1]
                 loss = F.cross_entropy(logits.float(), chunk[:, LABEL_CONTEXT_TOKENS], reduction="sum") / len(instances)
                 torch.autograd.grad(loss, capture.pop_ff_proj_outputs())
             reference = capture.gradients().total
@@ -273,7 +285,9 @@ def select_task_neurons(
     ``reference`` is g_r restricted to the chosen neurons, a by-product of the same pass.
     """
     all_neurons = torch.arange(num_neurons(first_mlp_block(model)))
-    gradient = task_reference_gradient(model, instances, all_neurons, batch_size=batch_size, autocast_dtype=autocast_dtype)
+    gradient = task_reference_gradient(
+        model, instances, all_neurons, batch_size=batch_size, autocast_dtype=autocast_dtype
+    )
     ids = top_neurons(gradient, num_task_neurons)
     chosen = gradient[ids.to(gradient.device)]
     return ids, chosen.flatten(1).norm(dim=1).cpu(), chosen
@@ -340,7 +354,7 @@ def batch_neuron_gradients(
     """
     block = first_mlp_block(model)
     batch_size_in_tokens = batch["input_ids"].numel()
-    with NeuronGradCapture(block, neurons) as capture:
+    with NeuronGradCapture(block, neurons, record_outputs=True) as capture:
         capture.add_task_mask(task_mask)
         for micro_batch in split_rows(batch, microbatch_size or batch["input_ids"].shape[0]):
             loss = olmo_micro_batch_loss(model, micro_batch, batch_size_in_tokens, z_loss=z_loss)
@@ -349,23 +363,42 @@ def batch_neuron_gradients(
     return reduce_over_ranks(grads)
 
 
+def task_positions(batch: Dict[str, Any], task_index: int) -> torch.Tensor:
+    """``[rows, seq]`` bool: the injected token positions of rows holding an instance of task ``task_index``.
+
+    Tokens of other injected tasks are not this task's tokens: they count in g_nt.
+    """
+    return task_token_mask(batch) & (batch[INJECTED_TASK] == task_index)[:, None]
+
+
+def reference_instances(task: "Task", split: str = "all") -> np.ndarray:
+    """``[n, 3]`` (TOK1, TOK2, LABEL) of the instances that define g_r: ``all`` (the paper), ``train`` or ``test``."""
+    ids = {"all": np.arange(len(task.is_train)), "train": task.train_ids, "test": task.test_ids}[split]
+    return task.instances[ids]
+
+
 def grad_cosines_for_checkpoint(
     model: OLMo,
     batch: Dict[str, Any],
-    task_mask: torch.Tensor,
-    task_instances: np.ndarray,
+    task: "Task",
     neurons: Sequence[int],
     *,
+    task_index: int = 0,
+    reference_split: str = "all",
     microbatch_size: Optional[int] = None,
     z_loss: bool = False,
     reference_batch_size: int = 1024,
 ) -> Dict[str, float]:
     """Offline: the per-step metrics for a model loaded from any checkpoint and any training batch.
 
-    ``task_mask`` marks the task's token positions in ``batch`` (``task_token_mask(batch)`` restricted to the
-    task's rows); ``task_instances`` ``[n, 3]`` defines g_r (all of the task's instances in the paper).
+    ``batch`` is one device batch as the injecting data loader yields it (``injected_task`` marks the rows of
+    each task; ``task_index`` is ``task``'s place in ``injection.tasks``); ``neurons`` come from the run's
+    ``task_neurons/<task>.json``. Same loss, scaling and keys as the training hook; ``.grad`` is not touched.
+    The batch is the only one counted: call once per rank's batch and average for a multi-rank step.
     """
     neurons = torch.as_tensor(neurons, dtype=torch.int64)
-    reference = task_reference_gradient(model, task_instances, neurons, batch_size=reference_batch_size)
-    grads = batch_neuron_gradients(model, batch, task_mask, neurons, microbatch_size=microbatch_size, z_loss=z_loss)
+    instances = reference_instances(task, reference_split)
+    reference = task_reference_gradient(model, instances, neurons, batch_size=reference_batch_size)
+    mask = task_positions(batch, task_index)
+    grads = batch_neuron_gradients(model, batch, mask, neurons, microbatch_size=microbatch_size, z_loss=z_loss)
     return interference_metrics(grads, reference)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import types
 
 import numpy as np
@@ -20,9 +19,11 @@ from olmo_injection import metric_names as mn
 from olmo_injection.grad_decomposition import (
     NeuronGradCapture,
     batch_neuron_gradients,
+    grad_cosines_for_checkpoint,
     interference_metrics,
     olmo_labels,
     olmo_micro_batch_loss,
+    reduce_over_ranks,
     split_rows,
     task_reference_gradient,
 )
@@ -226,8 +227,6 @@ def _two_rank_worker(rank: int, world_size: int, init_file: str, expected_refere
         with NeuronGradCapture(first_mlp_block(model), NEURONS) as capture:
             capture.add_task_mask(mask)
             train_batch_backward(model, batch, microbatch_size=2, dist_model=dist_model)
-        from olmo_injection.grad_decomposition import reduce_over_ranks
-
         grads = reduce_over_ranks(capture.gradients())
         # DDP has averaged .grad over ranks; ours must equal it on every rank.
         assert relative_error(grads.total, autograd_neuron_gradient(model)) < 1e-5
@@ -239,4 +238,34 @@ def _two_rank_worker(rank: int, world_size: int, init_file: str, expected_refere
 
 def test_two_ranks_match_ddp_averaged_gradient(tmp_path):
     expected_reference = task_reference_gradient(tiny_model(), task_instances(10, seed=4), NEURONS)
-    mp.spawn(_two_rank_worker, args=(2, str(tmp_path / "init"), expected_reference), nprocs=2, join=True)
+    # fork: the workers inherit the imported modules instead of importing torch and OLMo again.
+    args = (2, str(tmp_path / "init"), expected_reference)
+    mp.start_processes(_two_rank_worker, args=args, nprocs=2, start_method="fork")
+
+
+def test_offline_cosines_for_a_checkpoint_match_autograd():
+    from olmo_injection.tasks import Task
+
+    task = Task(
+        name="cmp", kind="cmp", word_tokens=np.arange(10, 14), word_strings=[" a", " b", " c", " d"],
+        label_tokens=np.array([20, 21]), label_strings=[" t", " f"], modulus=0, is_train=np.arange(16) % 2 == 0,
+        seed=0,
+    )  # fmt: skip
+    batch, _ = injected_batch(4, injected_rows=[])
+    batch["input_ids"][1, :4] = torch.tensor([11, 13, 20, 0])  # this task
+    batch["input_ids"][2, :4] = torch.tensor([12, 10, 30, 0])  # another task: its tokens count in g_nt
+    batch["injected_task"] = torch.tensor([-1, 0, 1, -1])
+    metrics = grad_cosines_for_checkpoint(tiny_model(), batch, task, NEURONS, task_index=0, microbatch_size=2)
+
+    only_row_1 = torch.zeros(4, SEQ_LEN, dtype=torch.bool)
+    only_row_1[1, :4] = True
+    task_part, non_task_part = split_gradient_by_autograd(tiny_model(), batch, only_row_1)
+    model = tiny_model()
+    sequences = torch.as_tensor(task.sequences(np.arange(16), eos_token_id=0))
+    F.cross_entropy(model(input_ids=sequences).logits[:, 1], sequences[:, 2]).backward()
+    reference = autograd_neuron_gradient(model)
+    assert metrics[mn.GRAD_NORM_T] == pytest.approx(float(task_part.norm()), rel=1e-5)
+    assert metrics[mn.GRAD_NORM_G] == pytest.approx(float((task_part + non_task_part).norm()), rel=1e-5)
+    for key, part in ((mn.GRAD_COS_T_REF, task_part), (mn.GRAD_COS_NT_REF, non_task_part)):
+        expected = F.cosine_similarity(part.flatten(), reference.flatten(), dim=0)
+        assert metrics[key] == pytest.approx(float(expected), abs=1e-5)

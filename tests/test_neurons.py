@@ -55,7 +55,8 @@ def test_neuron_owns_value_row_gate_row_and_output_column():
     for i in (0, 7, n - 1):
         expected = F.silu(seen["x"] @ weight[n + i]) * (seen["x"] @ weight[i])
         torch.testing.assert_close(seen["act"][..., i], expected)
-    torch.testing.assert_close(seen["out"], sum(seen["act"][..., i, None] * block.ff_out.weight[:, i] for i in range(n)))
+    expected_out = sum(seen["act"][..., i, None] * block.ff_out.weight[:, i] for i in range(n))
+    torch.testing.assert_close(seen["out"], expected_out)
 
 
 def test_neuron_slices_and_rows():

@@ -25,8 +25,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-import numpy as np
 import torch
+from olmo.config import DistributedStrategy
 
 from .. import metric_names as mn
 from ..grad_decomposition import (
@@ -34,11 +34,12 @@ from ..grad_decomposition import (
     NeuronGradients,
     all_reduce_sum_,
     interference_metrics,
+    reference_instances,
     select_task_neurons,
+    task_positions,
     task_reference_gradient,
     world_size_and_rank,
 )
-from ..injecting_dataset import INJECTED_TASK, task_token_mask
 from ..neurons import TaskNeurons, first_mlp_block, load_task_neurons, num_neurons, save_task_neurons
 from .base import Batch, Metrics, TrainingHook
 from .grad_interference_config import GradInterferenceConfig
@@ -55,17 +56,6 @@ TASK_NEURONS_DIR = "task_neurons"
 def task_neurons_path(save_folder: str, task_name: str) -> Path:
     """Where a run keeps its task neurons: ``<save_folder>/task_neurons/<task>.json``."""
     return Path(save_folder) / TASK_NEURONS_DIR / f"{task_name}.json"
-
-
-def reference_instances(task: "Task", split: str) -> np.ndarray:
-    """``[n, 3]`` (TOK1, TOK2, LABEL) of the instances that define g_r: ``all``, ``train`` or ``test``."""
-    ids = {"all": np.arange(len(task.is_train)), "train": task.train_ids, "test": task.test_ids}[split]
-    return task.instances[ids]
-
-
-def task_positions(batch: Batch, task_index: int) -> torch.Tensor:
-    """``[rows, seq]`` bool: the injected token positions of rows holding an instance of task ``task_index``."""
-    return task_token_mask(batch) & (batch[INJECTED_TASK] == task_index)[:, None]
 
 
 class GradInterferenceHook(TrainingHook):
@@ -113,7 +103,7 @@ class GradInterferenceHook(TrainingHook):
             return
         if self.reference_step is None or step - self.reference_step >= self.cfg.reference_interval:
             self.reference = task_reference_gradient(
-                trainer.model, self.instances, self.neurons, batch_size=self.cfg.reference_batch_size,
+                self._reference_model(trainer), self.instances, self.neurons, batch_size=self.cfg.reference_batch_size,
                 autocast_dtype=self._autocast_dtype(trainer),
             )  # fmt: skip
             self.reference_step = step
@@ -141,7 +131,8 @@ class GradInterferenceHook(TrainingHook):
             task=flat[:size].view_as(grads.task) / world_size,
             non_task=flat[size : 2 * size].view_as(grads.task) / world_size,
         )
-        metrics = {key: value for key, value in interference_metrics(averaged, self.reference).items() if not math.isnan(value)}
+        metrics = interference_metrics(averaged, self.reference)
+        metrics = {key: value for key, value in metrics.items() if not math.isnan(value)}  # cos_t without task tokens
         metrics[mn.GRAD_INJECTED] = float(flat[-1] > 0)
         return metrics
 
@@ -152,9 +143,12 @@ class GradInterferenceHook(TrainingHook):
 
     def _select(self, trainer: "InjectionTrainer", step: int) -> None:
         ids, norms, reference = select_task_neurons(
-            trainer.model, self.instances, self.cfg.num_task_neurons, batch_size=self.cfg.reference_batch_size,
+            self._reference_model(trainer),
+            self.instances,
+            self.cfg.num_task_neurons,
+            batch_size=self.cfg.reference_batch_size,
             autocast_dtype=self._autocast_dtype(trainer),
-        )  # fmt: skip
+        )
         self.neurons, self.reference, self.reference_step = ids, reference, step
         chosen = TaskNeurons(
             task=self.task.name,
@@ -170,6 +164,14 @@ class GradInterferenceHook(TrainingHook):
     def _save(self, trainer: "InjectionTrainer", chosen: TaskNeurons) -> None:
         if world_size_and_rank()[1] == 0:  # every rank holds the same neurons (g_r is reduced over ranks)
             save_task_neurons(chosen, task_neurons_path(trainer.cfg.save_folder, self.task.name))
+
+    @staticmethod
+    def _reference_model(trainer: "InjectionTrainer"):
+        # Under DDP the bare module, so DDP's reducer never sees a backward pass it did not start; under FSDP the
+        # wrapper, which gathers the sharded parameters for the forward pass (not yet tested on GPUs).
+        if trainer.cfg.distributed_strategy == DistributedStrategy.fsdp:
+            return trainer.dist_model
+        return trainer.model
 
     @staticmethod
     def _autocast_dtype(trainer: "InjectionTrainer") -> Optional[torch.dtype]:

@@ -60,7 +60,8 @@ class GradInterferenceConfig:
             raise ValueError(f"grad_interference.task={self.task!r}: not a task; allowed: {list(task_names)}")
         if self.neurons_file is not None and not Path(self.neurons_file).is_file():
             raise ValueError(f"grad_interference.neurons_file={self.neurons_file!r}: no such file")
-        for name in ("num_task_neurons", "selection_step", "reference_interval", "reference_batch_size", "log_interval"):
+        positive = ("num_task_neurons", "selection_step", "reference_interval", "reference_batch_size", "log_interval")
+        for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"grad_interference.{name}={value!r}: must be an integer >= 1")

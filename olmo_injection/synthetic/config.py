@@ -10,8 +10,8 @@ default phase diagram converges on a 2-core CPU in minutes (see ``README.md`` in
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Optional, Tuple
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from typing import Optional, Sequence, Tuple, Union, get_args, get_origin, get_type_hints
 
 SPECTRUM_NORMALISATIONS = ("trace", "leading")
 DTYPES = ("float32", "float64")
@@ -49,7 +49,7 @@ class MixtureConfig:
     """alpha of the rarest task; alpha_k is then linear in k between the two (the paper's complexity sweep,
     App. D: the rarest task has the slowest decay, i.e. is the most complex). None = alpha shared by all tasks."""
 
-    spectrum_normalisation: str = "trace"
+    spectrum_normalisation: str = "leading"
     """How each task's spectrum is scaled (not stated in the paper): ``trace`` makes tr(C_k) = 1 (so the
     normalised and raw per-task losses coincide), ``leading`` makes lambda_{k,1} = 1."""
 
@@ -72,7 +72,7 @@ class TrainingConfig:
     batch_size: int = 256
     """Samples per step, each with its task drawn from the prior and fresh Gaussian input x ~ N(0, I_d)."""
 
-    learning_rate: float = 0.01
+    learning_rate: float = 0.003
     """Peak AdamW learning rate, reached at the end of the warm-up."""
 
     warmup_steps: int = 100
@@ -176,3 +176,52 @@ class SyntheticConfig:
 def _require(condition: bool, name: str, value, allowed: str) -> None:
     if not condition:
         raise ValueError(f"{name} = {value!r} is invalid: must be {allowed}")
+
+
+def with_overrides(config, overrides: Sequence[str]):
+    """Return a copy of a (nested) dataclass config with dotted ``section.field=value`` overrides applied.
+
+    Values are parsed by the field's declared type (tuples from comma lists, ``None`` for optional fields).
+    Raises ``ValueError`` naming the override when the path or the value is not valid.
+    """
+    for override in overrides:
+        path, sep, text = override.partition("=")
+        if not sep:
+            raise ValueError(f"override {override!r} is invalid: must look like section.field=value")
+        config = _replace_path(config, path.split("."), text, override)
+    return config
+
+
+def _replace_path(node, parts, text, override):
+    names = {f.name: f for f in fields(node)}
+    if parts[0] not in names:
+        raise ValueError(f"override {override!r} is invalid: {type(node).__name__} has no field {parts[0]!r} "
+                         f"(fields: {sorted(names)})")
+    current = getattr(node, parts[0])
+    if len(parts) > 1:
+        if not is_dataclass(current):
+            raise ValueError(f"override {override!r} is invalid: {parts[0]!r} is not a section")
+        return replace(node, **{parts[0]: _replace_path(current, parts[1:], text, override)})
+    if is_dataclass(current):
+        raise ValueError(f"override {override!r} is invalid: {parts[0]!r} is a section; set one of its fields")
+    hint = get_type_hints(type(node))[parts[0]]
+    return replace(node, **{parts[0]: _parse(hint, text, override)})
+
+
+def _parse(hint, text: str, override: str):
+    optional = get_origin(hint) is Union and type(None) in get_args(hint)
+    if optional:
+        if text.lower() in ("none", "null", ""):
+            return None
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    try:
+        if get_origin(hint) is tuple:
+            item = get_args(hint)[0]
+            return tuple(item(v) for v in text.split(",") if v.strip())
+        if hint is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        return hint(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"override {override!r} is invalid: cannot read {text!r} as {hint}") from None

@@ -44,3 +44,17 @@ def test_counts_over_layers_of_a_model():
     assert all(len(v["shares"]) == 8 for v in result["per_residual"].values())
     with pytest.raises(ValueError, match="tau"):
         FourierConfig(tau=0).validate()
+
+
+def test_residual_streams_match_olmo_forward_hidden_states():
+    from analysis.residual_stream import residual_streams
+
+    torch.manual_seed(0)
+    model = OLMo(tiny_model_config()).eval()
+    ids = torch.randint(0, 120, (5, 6))
+    with torch.no_grad():
+        hidden = model(ids, output_hidden_states=True).hidden_states  # input of every block, then ln_f output
+    residuals = residual_streams(model, ids, [0, 1, 5], batch_size=2)
+    assert residuals.shape == (3, 5, 3, 32)
+    for layer in range(2):
+        torch.testing.assert_close(residuals[layer], hidden[layer][:, [0, 1, 5]])

@@ -11,7 +11,8 @@ import torch
 from olmo_injection import metric_names as mn
 from olmo_injection.grad_decomposition import cosine
 from olmo_injection.hooks.base import TrainingHook
-from olmo_injection.hooks.grad_interference import GradInterferenceHook, task_neurons_path, task_positions
+from olmo_injection.grad_decomposition import task_positions
+from olmo_injection.hooks.grad_interference import GradInterferenceHook, task_neurons_path
 from olmo_injection.hooks.grad_interference_config import GradInterferenceConfig
 from olmo_injection.neurons import TaskNeurons, first_mlp_block, load_task_neurons, neuron_slices, save_task_neurons
 
@@ -30,7 +31,8 @@ class OptimizerGradientProbe(TrainingHook):
         block = first_mlp_block(trainer.model)
         record = {"step": trainer.global_step, "metrics": dict(trainer.step_metrics)}
         if self.interference.neurons is not None:
-            record["grad"] = neuron_slices(block.ff_proj.weight.grad, block.ff_out.weight.grad, self.interference.neurons)
+            neurons = self.interference.neurons
+            record["grad"] = neuron_slices(block.ff_proj.weight.grad, block.ff_out.weight.grad, neurons)
             record["reference"] = self.interference.reference.clone()
             record["injected"] = bool(task_positions(batch, self.interference.task_index).any())
         self.steps.append(record)
@@ -83,6 +85,7 @@ def tiny_run(tmp_path_factory):
     return run_tiny_training(tmp_path_factory.mktemp("grad_run"), grad_cfg)
 
 
+@pytest.mark.slow  # shares one ~25 s training run (module fixture)
 def test_logged_gradient_is_the_optimizer_gradient_of_the_task_neurons(tiny_run):
     hook, steps, _ = tiny_run
     assert [s["step"] for s in steps] == [1, 2, 3, 4, 5]
@@ -96,6 +99,7 @@ def test_logged_gradient_is_the_optimizer_gradient_of_the_task_neurons(tiny_run)
     assert any(r["injected"] for r in steps[1:]) and not all(r["injected"] for r in steps[1:])
 
 
+@pytest.mark.slow  # shares one ~25 s training run (module fixture)
 def test_reference_is_recomputed_every_interval(tiny_run):
     _, steps, _ = tiny_run
     references = [r["reference"] for r in steps[1:]]  # steps 2..5, interval 2: computed at 2 and 4
@@ -103,6 +107,7 @@ def test_reference_is_recomputed_every_interval(tiny_run):
     assert not torch.equal(references[1], references[2])
 
 
+@pytest.mark.slow  # shares one ~25 s training run (module fixture)
 def test_chosen_neurons_are_saved_with_the_run_and_reused_on_resume(tiny_run):
     hook, _, cfg = tiny_run
     saved = load_task_neurons(task_neurons_path(cfg.save_folder, "add"))
@@ -133,8 +138,11 @@ def _tiny_model():
     from olmo.config import ModelConfig
     from olmo.model import OLMo
 
-    return OLMo(ModelConfig(d_model=8, n_heads=2, n_layers=1, mlp_hidden_size=16, vocab_size=32, embedding_size=32,
-                            include_bias=False, layer_norm_with_affine=False, max_sequence_length=8, init_device="cpu"))  # fmt: skip
+    cfg = ModelConfig(
+        d_model=8, n_heads=2, n_layers=1, mlp_hidden_size=16, vocab_size=32, embedding_size=32, include_bias=False,
+        layer_norm_with_affine=False, max_sequence_length=8, init_device="cpu",
+    )  # fmt: skip
+    return OLMo(cfg)
 
 
 def test_neurons_file_is_used_and_a_file_for_another_width_is_refused(tmp_path):
@@ -148,7 +156,8 @@ def test_neurons_file_is_used_and_a_file_for_another_width_is_refused(tmp_path):
     assert hook.neurons.tolist() == [6, 2]
     assert load_task_neurons(task_neurons_path(str(tmp_path / "run"), "cmp")) == chosen  # saved with the run
     save_task_neurons(TaskNeurons(**{**chosen.__dict__, "num_neurons_in_block": 16}), tmp_path / "wide.json")
-    hook = GradInterferenceHook(GradInterferenceConfig(enabled=True, neurons_file=str(tmp_path / "wide.json")), [_tiny_task()])
+    wide = GradInterferenceConfig(enabled=True, neurons_file=str(tmp_path / "wide.json"))
+    hook = GradInterferenceHook(wide, [_tiny_task()])
     with pytest.raises(ValueError, match="block of 16 neurons; this model's first block has 8"):
         hook.on_train_start(_TrainerStub(tmp_path / "run2", _tiny_model()))
 

@@ -1,0 +1,197 @@
+"""``olmo-inject analyze <analysis> ...``: the offline analyses over a directory of checkpoints, and the figures.
+
+    olmo-inject analyze convert  RUN/step1000-unsharded              # HF conversion + logit check
+    olmo-inject analyze das      RUN --task cmp --layers 0 1 2       # DAS sweep per checkpoint, directions saved
+    olmo-inject analyze probe    RUN --task cmp                      # feature presence (R^2) per checkpoint + Fig. 7
+    olmo-inject analyze fourier  RUN --task add --tau 3              # Fourier modes per checkpoint
+    olmo-inject analyze localise RUN --task cmp                      # MLP ablations + task neurons per checkpoint
+    olmo-inject analyze figures  RUN_OR_WANDB_DIR ... --task cmp     # Figs. 5, 6, 8, 9, 11, 12 from wandb logs
+
+``RUN`` is a checkpoint directory or a save folder holding ``stepN[-unsharded]`` directories. Results go to
+``--out`` (default ``<RUN>/analysis``) as ``<analysis>.json``: one entry per checkpoint plus the settings used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint_loading import LoadedCheckpoint, checkpoint_task, find_checkpoints, load_checkpoint
+from .das import DasConfig, das_sweep, save_direction
+from .feature_presence import FeaturePresenceConfig, feature_presence
+from .fourier_modes import FourierConfig, fourier_modes
+from .hf_conversion import assert_same_logits, convert_to_hf
+from .layer_localisation import LocalisationConfig, mlp_ablation, task_neurons
+from olmo_injection.neurons import save_task_neurons
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
+    """One ``--field`` option per dataclass field (lists take several values), defaults from the dataclass."""
+    for f in fields(config_class):
+        default = getattr(config_class(), f.name)
+        kind = type(default[0]) if isinstance(default, list) and default else type(default)
+        if default is None:
+            kind = int
+        nargs = "+" if isinstance(default, list) or f.name == "residuals" else None
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, nargs=nargs, default=default)
+
+
+def _config_from_args(config_class, args: argparse.Namespace):
+    cfg = config_class(**{f.name: getattr(args, f.name) for f in fields(config_class)})
+    cfg.validate()  # bad input fails here, before any checkpoint is loaded
+    return cfg
+
+
+def _over_checkpoints(args: argparse.Namespace, name: str, analyse: Callable[[LoadedCheckpoint, Path], Dict]) -> List[Dict]:
+    paths = find_checkpoints(args.run)
+    out = Path(args.out) if args.out else Path(args.run) / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in tqdm(paths, desc=f"{name}: checkpoints"):
+        started = time.perf_counter()
+        checkpoint = load_checkpoint(path)
+        result = analyse(checkpoint, out)
+        results.append({"run": Path(args.run).name, "checkpoint": str(path), "step": checkpoint.step,
+                        "seconds": time.perf_counter() - started, **result})
+    target = out / f"{name}.json"
+    target.write_text(json.dumps({"analysis": name, "arguments": _jsonable(vars(args)), "results": results}, indent=1))
+    print(f"{name}: {len(results)} checkpoint(s) -> {target}")
+    return results
+
+
+def _jsonable(arguments: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in arguments.items() if k != "func" and isinstance(v, (str, int, float, bool, list, type(None)))}
+
+
+def _convert(args: argparse.Namespace) -> int:
+    def analyse(checkpoint: LoadedCheckpoint, out: Path) -> Dict:
+        hf = convert_to_hf(checkpoint.model)
+        generator = torch.Generator().manual_seed(args.seed)
+        vocab = checkpoint.config.model.vocab_size
+        ids = torch.randint(0, vocab, (4, min(32, checkpoint.config.model.max_sequence_length)), generator=generator)
+        difference = assert_same_logits(checkpoint.model, hf, ids, atol=args.atol)
+        if args.save_hf:
+            hf.save_pretrained(out / f"hf-step{checkpoint.step}")
+        return {"max_logit_difference": difference}
+
+    _over_checkpoints(args, "convert", analyse)
+    return 0
+
+
+def _das(args: argparse.Namespace) -> int:
+    cfg = _config_from_args(DasConfig, args)
+
+    def analyse(checkpoint: LoadedCheckpoint, out: Path) -> Dict:
+        hf = convert_to_hf(checkpoint.model)
+        sweep = das_sweep(hf, checkpoint_task(checkpoint, args.task), cfg)
+        stem = out / f"das_direction_step{checkpoint.step}"
+        save_direction(sweep["best"], stem)
+        for r in sweep["results"]:
+            r.pop("direction")
+        return {"sweep": sweep["results"], "best_iia": sweep["best"]["iia"], "direction_file": str(stem) + ".pt"}
+
+    _over_checkpoints(args, "das", analyse)
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from .figures import feature_presence_over_checkpoints
+
+    cfg = _config_from_args(FeaturePresenceConfig, args)
+    out = Path(args.out) if args.out else Path(args.run) / "analysis"
+    results = _over_checkpoints(
+        args, "probe", lambda c, _out: feature_presence(c.model, checkpoint_task(c, args.task), cfg)
+    )
+    feature_presence_over_checkpoints(results, out)
+    return 0
+
+
+def _fourier(args: argparse.Namespace) -> int:
+    cfg = _config_from_args(FourierConfig, args)
+    _over_checkpoints(args, "fourier", lambda c, _out: fourier_modes(c.model, checkpoint_task(c, args.task), cfg))
+    return 0
+
+
+def _localise(args: argparse.Namespace) -> int:
+    cfg = _config_from_args(LocalisationConfig, args)
+
+    def analyse(checkpoint: LoadedCheckpoint, out: Path) -> Dict:
+        task = checkpoint_task(checkpoint, args.task)
+        neurons = task_neurons(checkpoint.model, task, cfg, source=str(checkpoint.path))
+        save_task_neurons(neurons, out / f"task_neurons_{args.task}_step{checkpoint.step}.json")
+        return {"ablation": mlp_ablation(checkpoint.model, task, cfg), "task_neurons": asdict(neurons)}
+
+    _over_checkpoints(args, "localise", analyse)
+    return 0
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from .figures import all_log_figures
+    from .wandb_logs import find_offline_runs, read_offline_run, read_online_run
+
+    runs = []
+    for source in args.runs:
+        if Path(source).exists():
+            runs += [read_offline_run(p) for p in tqdm(find_offline_runs(source), desc=f"reading {source}")]
+        else:
+            runs.append(read_online_run(source))  # entity/project/run_id
+    if not runs:
+        raise ValueError(f"runs={args.runs}: no wandb offline runs found there")
+    out = Path(args.out or "figures")
+    all_log_figures(runs, args.task, out)
+    print(f"figures for {len(runs)} run(s) -> {out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``analyze`` and its sub-commands to ``olmo-inject``'s parser."""
+    analyze = subparsers.add_parser("analyze", help="offline analyses of checkpoints and runs", description=__doc__)
+    commands = analyze.add_subparsers(dest="analysis", required=True)
+
+    def checkpoint_command(name: str, help_text: str, func, config_class=None, needs_task=True):
+        parser = commands.add_parser(name, help=help_text)
+        parser.add_argument("run", help="checkpoint directory, or a save folder of stepN[-unsharded] directories")
+        parser.add_argument("--out", default=None, help="results folder (default: <run>/analysis)")
+        if needs_task:
+            parser.add_argument("--task", required=True, help="name of the injected task (injection.tasks[*].name)")
+        if config_class is not None:
+            _add_config_arguments(parser, config_class)
+        parser.set_defaults(func=func)
+        return parser
+
+    convert = checkpoint_command("convert", "convert to HF OlmoForCausalLM and check the logits", _convert,
+                                 needs_task=False)
+    convert.add_argument("--atol", type=float, default=1e-4, help="largest allowed |logit difference|")
+    convert.add_argument("--seed", type=int, default=0, help="seeds the random check batch")
+    convert.add_argument("--save-hf", action="store_true", help="also write the HF model (save_pretrained)")
+    checkpoint_command("das", "distributed alignment search (pyvene) for a cmp task", _das, DasConfig)
+    checkpoint_command("probe", "order-value probe R^2 on top PCs (feature presence) + Fig. 7", _probe,
+                       FeaturePresenceConfig)
+    checkpoint_command("fourier", "Fourier modes of an add task's residual streams", _fourier, FourierConfig)
+    checkpoint_command("localise", "MLP-layer ablations and first-layer task neurons", _localise,
+                       LocalisationConfig)
+
+    figures = commands.add_parser("figures", help="Figs. 5, 6, 8, 9, 11, 12 from wandb runs")
+    figures.add_argument("runs", nargs="+", help="folders holding wandb/offline-run-* dirs, or entity/project/run_id")
+    figures.add_argument("--task", required=True, help="name of the injected task")
+    figures.add_argument("--out", default=None, help="figures folder (default: ./figures)")
+    figures.set_defaults(func=_figures)
+
+
+def main(argv=None) -> int:
+    """``python -m analysis.cli <analysis> ...``: the same sub-commands without the ``olmo-inject`` entry point."""
+    parser = argparse.ArgumentParser(prog="python -m analysis.cli")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["analyze", *(argv if argv is not None else __import__("sys").argv[1:])])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

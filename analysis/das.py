@@ -1,0 +1,233 @@
+"""Distributed alignment search (DAS) for T_CMP with pyvene, on the converted Hugging Face OLMo model.
+
+A one-dimensional rotated subspace (``pyvene.LowRankRotatedSpaceIntervention``, ``low_rank_dimension=1``) at one
+layer and token position is trained so that swapping its coordinate from a source prompt into a base prompt
+makes the model answer the *counterfactual* comparison. For variable ``tok1`` the source carries another TOK1
+value ``v1'``: the expected label is ``v1' < v2``; for ``tok2`` it is ``v1 < v2'``. Only pairs whose expected
+label differs from the base's are used, so a model whose output the swap does not move scores ~0.5 (chance over
+the two labels) and an exact 1-D encoding of the order scores 1. Training pairs come from the task's train split,
+evaluation pairs from its test split; the interchange-intervention accuracy (IIA) is measured on the latter.
+
+pyvene 0.1.8 already maps ``transformers``' ``OlmoForCausalLM`` (``block_output`` = output of decoder layer l),
+so no mapping is registered here; ``check_pyvene_supports`` fails loudly if an upgrade drops it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import json
+import numpy as np
+import pyvene as pv
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import OlmoForCausalLM
+
+from olmo_injection.tasks import Task
+
+from .task_prompts import TOKEN_POSITIONS, cmp_label_index, prompt_ids
+
+VARIABLES = ("tok1", "tok2")
+COMPONENTS = ("block_input", "block_output")
+
+
+@dataclass
+class DasConfig:
+    """Where to search and how to train the rotation."""
+
+    layers: List[int] = field(default_factory=lambda: [0])
+    """Decoder layers searched (0 = first); ``block_output`` of layer 0 is the first layer's residual stream."""
+
+    component: str = "block_output"
+    """pyvene component: ``block_output`` (residual after the layer) or ``block_input`` (before it)."""
+
+    positions: List[int] = field(default_factory=lambda: list(TOKEN_POSITIONS))
+    """Token positions searched (0 = TOK1, 1 = TOK2)."""
+
+    variables: List[str] = field(default_factory=lambda: list(VARIABLES))
+    """Causal variables searched: ``tok1`` (v1) or ``tok2`` (v2). ``tok2`` at position 0 is skipped: causal
+    attention keeps TOK2 out of position 0."""
+
+    num_train_pairs: int = 2048
+    """Counterfactual pairs the rotation is trained on (from the train split)."""
+
+    num_eval_pairs: int = 1024
+    """Held-out pairs the IIA is measured on (from the test split)."""
+
+    epochs: int = 4
+    """Passes over the training pairs."""
+
+    batch_size: int = 256
+    """Pairs per optimiser step."""
+
+    learning_rate: float = 1e-2
+    """Adam learning rate of the rotation."""
+
+    seed: int = 0
+    """Seeds pair sampling, the rotation's initialisation and the batch order."""
+
+    def validate(self) -> None:
+        if self.component not in COMPONENTS:
+            raise ValueError(f"component={self.component!r}: allowed are {list(COMPONENTS)}")
+        if not self.layers or min(self.layers) < 0:
+            raise ValueError(f"layers={self.layers}: give at least one layer index >= 0")
+        if not self.positions or any(p not in TOKEN_POSITIONS for p in self.positions):
+            raise ValueError(f"positions={self.positions}: allowed positions are {list(TOKEN_POSITIONS)}")
+        if not self.variables or any(v not in VARIABLES for v in self.variables):
+            raise ValueError(f"variables={self.variables}: allowed are {list(VARIABLES)}")
+        for name in ("num_train_pairs", "num_eval_pairs", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate={self.learning_rate}: must be > 0")
+
+
+def check_pyvene_supports(model: OlmoForCausalLM) -> None:
+    """RuntimeError if pyvene has no module mapping for this HF model class."""
+    from pyvene.models.intervenable_modelcard import type_to_module_mapping
+
+    if type(model) not in type_to_module_mapping:
+        raise RuntimeError(f"pyvene {getattr(pv, '__version__', '?')} has no module mapping for {type(model).__name__}")
+
+
+def counterfactual_pairs(
+    task: Task, variable: str, pool: np.ndarray, num_pairs: int, rng: np.random.Generator
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``num_pairs`` (base id, source id, expected label index) from instance ids in ``pool``.
+
+    The source supplies the value of ``variable``; the expected label is the comparison with that value swapped
+    in, and always differs from the base's own label.
+    """
+    if task.kind != "cmp":
+        raise ValueError(f"task {task.name!r} has kind {task.kind!r}: DAS here is defined for 'cmp'")
+    values = task.values[pool]
+    swapped = VARIABLES.index(variable)
+    bases, sources, labels = [], [], []
+    for base in rng.choice(len(pool), size=num_pairs):
+        v1, v2 = values[base]
+        # The comparison each pool instance would give if its value of ``variable`` were swapped into the base.
+        cf_labels = cmp_label_index(values[:, 0], v2) if swapped == 0 else cmp_label_index(v1, values[:, 1])
+        allowed = np.flatnonzero(cf_labels != cmp_label_index(v1, v2))
+        if len(allowed) == 0:  # an extreme value no swap can flip (cannot happen with V >= 2 in the pool)
+            continue
+        source = rng.choice(allowed)
+        bases.append(pool[base])
+        sources.append(pool[source])
+        labels.append(cf_labels[source])
+    return np.asarray(bases), np.asarray(sources), np.asarray(labels)
+
+
+def _intervenable(model: OlmoForCausalLM, layer: int, component: str) -> pv.IntervenableModel:
+    config = pv.IntervenableConfig(
+        representations=[
+            pv.RepresentationConfig(layer, component, "pos", 1, low_rank_dimension=1)
+        ],
+        intervention_types=pv.LowRankRotatedSpaceIntervention,
+    )
+    intervenable = pv.IntervenableModel(config, model, use_fast=True)
+    intervenable.disable_model_gradients()
+    return intervenable
+
+
+def _rotation(intervenable: pv.IntervenableModel) -> torch.nn.Module:
+    (intervention,) = intervenable.interventions.values()
+    return intervention
+
+
+def _counterfactual_label_logits(
+    intervenable: pv.IntervenableModel, task: Task, base: torch.Tensor, source: torch.Tensor, position: int
+) -> torch.Tensor:
+    locations = [[[position]] * len(base)]
+    # Prompts are TOK1 TOK2, so the LABEL logits are the last position's: keep only those (the head dominates).
+    _, out = intervenable(
+        {"input_ids": base, "logits_to_keep": 1}, [{"input_ids": source}], {"sources->base": (locations, locations)}
+    )
+    return out.logits[:, -1, torch.as_tensor(task.label_tokens, dtype=torch.long)]
+
+
+def das_at(
+    model: OlmoForCausalLM, task: Task, layer: int, position: int, variable: str, cfg: DasConfig
+) -> Dict:
+    """Train one 1-D rotation at (layer, position) for ``variable`` and return its IIA and direction.
+
+    Returns ``{"layer", "position", "variable", "component", "iia", "train_iia", "direction" ([d_model] list,
+    unit norm)}``. Seeds come from ``cfg.seed``, so a call is reproducible.
+    """
+    check_pyvene_supports(model)
+    if layer >= model.config.num_hidden_layers:
+        raise ValueError(f"layers: {layer} is not below num_hidden_layers={model.config.num_hidden_layers}")
+    rng = np.random.default_rng([cfg.seed, layer, position, VARIABLES.index(variable)])
+    torch.manual_seed(int(rng.integers(2**31)))
+    train = counterfactual_pairs(task, variable, task.train_ids, cfg.num_train_pairs, rng)
+    test = counterfactual_pairs(task, variable, task.test_ids, cfg.num_eval_pairs, rng)
+    intervenable = _intervenable(model, layer, cfg.component)
+    rotation = _rotation(intervenable)
+    optimizer = torch.optim.Adam(rotation.parameters(), lr=cfg.learning_rate)
+    base_ids, source_ids, labels = (torch.as_tensor(a) for a in train)
+    base_tokens, source_tokens = prompt_ids(task, base_ids), prompt_ids(task, source_ids)
+    for _ in range(cfg.epochs):
+        order = torch.as_tensor(rng.permutation(len(labels)))
+        for start in range(0, len(order), cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            logits = _counterfactual_label_logits(
+                intervenable, task, base_tokens[batch], source_tokens[batch], position
+            )
+            loss = F.cross_entropy(logits.float(), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    result = {"layer": layer, "position": position, "variable": variable, "component": cfg.component}
+    with torch.no_grad():
+        for name, (bases, sources, expected) in (("train_iia", train), ("iia", test)):
+            correct = 0
+            for start in range(0, len(bases), cfg.batch_size):
+                logits = _counterfactual_label_logits(
+                    intervenable,
+                    task,
+                    prompt_ids(task, bases[start : start + cfg.batch_size]),
+                    prompt_ids(task, sources[start : start + cfg.batch_size]),
+                    position,
+                )
+                correct += int((logits.argmax(-1).numpy() == expected[start : start + cfg.batch_size]).sum())
+            result[name] = correct / len(bases)
+        direction = rotation.rotate_layer.weight.detach()[:, 0].float()
+    result["direction"] = (direction / direction.norm()).tolist()
+    return result
+
+
+def das_sweep(model: OlmoForCausalLM, task: Task, cfg: DasConfig, progress: bool = True) -> Dict:
+    """DAS at every (layer, position, variable) of ``cfg`` (skipping ``tok2`` at position 0).
+
+    Returns ``{"results": [...das_at results...], "best": the result with the highest IIA, "config": ...}``.
+    """
+    cfg.validate()
+    sites = [
+        (layer, position, variable)
+        for layer, position, variable in product(cfg.layers, cfg.positions, cfg.variables)
+        if not (variable == "tok2" and position == 0)
+    ]
+    results = [
+        das_at(model, task, *site, cfg) for site in tqdm(sites, desc="DAS sites", disable=not progress)
+    ]
+    best = max(results, key=lambda r: r["iia"])
+    return {"results": results, "best": best, "config": asdict(cfg)}
+
+
+def save_direction(result: Dict, path_stem: Path) -> Tuple[Path, Path]:
+    """Write a DAS result's direction as ``<stem>.pt`` (tensor + metadata) and ``<stem>.json``; returns both."""
+    path_stem = Path(path_stem)
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    meta = {k: v for k, v in result.items() if k != "direction"}
+    pt_path, json_path = path_stem.with_suffix(".pt"), path_stem.with_suffix(".json")
+    torch.save({"direction": torch.tensor(result["direction"]), **meta}, pt_path)
+    json_path.write_text(json.dumps(result, indent=1))
+    return pt_path, json_path
+
+
+def load_direction(path: Path) -> Dict:
+    """Read a direction written by ``save_direction`` (``.pt``): ``{"direction": Tensor [d_model], ...}``."""
+    return torch.load(Path(path), weights_only=True)

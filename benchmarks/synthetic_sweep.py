@@ -1,0 +1,52 @@
+"""Wall time of the batched width sweep against a Python loop over widths (same steps, same machine, one run).
+
+    python benchmarks/synthetic_sweep.py                     # K = 32, the 16 default widths, 100 steps
+    python benchmarks/synthetic_sweep.py --steps 300 --batch-size 64 --threads 1
+
+The loop baseline trains each width alone through the same ``train_widths`` (so each width is the very model
+the batched sweep trains, see tests/synthetic/test_synthetic_training.py). Both include one measurement at
+step 0 and one at the end. Prints one JSON line with both wall times and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import torch
+
+from olmo_injection.synthetic.config import DEFAULT_WIDTHS, SyntheticConfig, TrainingConfig
+from olmo_injection.synthetic.training import train_widths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the CPU is shared)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = SyntheticConfig(training=TrainingConfig(widths=DEFAULT_WIDTHS, steps=args.steps, batch_size=args.batch_size,
+                                                     eval_every=args.steps, device=args.device)).validate()
+
+    start = time.perf_counter()
+    train_widths(config, progress=False)
+    batched_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    for width in config.training.widths:
+        train_widths(replace(config, training=replace(config.training, widths=(width,))), progress=False)
+    loop_s = time.perf_counter() - start
+
+    print(json.dumps(dict(num_tasks=config.mixture.num_tasks, widths=len(config.training.widths), steps=args.steps,
+                          batch_size=args.batch_size, threads=args.threads,
+                          device=str(torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")),
+                          batched_seconds=round(batched_s, 2), loop_seconds=round(loop_s, 2),
+                          speedup=round(loop_s / batched_s, 2))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Cost of injection + per-step task metrics: tokens/s of OLMo's plain training step against ours, one run.
+
+    python benchmarks/train_overhead.py                       # the 4M default config, CPU
+    python benchmarks/train_overhead.py --config configs/tiny.yaml --blocks 10 --steps-per-block 4
+
+Both trainers share the config, the model initialisation, the DDP wrapper (one-process gloo group) and the
+data files. "plain" is OLMo's ``Trainer`` on OLMo's own ``build_train_dataloader``; "ours" is
+``InjectionTrainer`` on the injecting loader with ``TaskMetricsHook`` reducing task losses at every step (the
+worst case: ``console_log_interval`` = 1, as with ``wandb.log_interval`` = 1). Evaluation and checkpoints are
+left out of both. Timing includes fetching the batch from the loader, as in ``Trainer.fit``. Blocks of steps
+alternate plain/ours so that load from other processes hits both alike; the reported cost is the median of
+the per-block-pair ratios. Writes a JSON with the config and every block's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def build(cfg, injected: bool, device):
+    from olmo.data import build_train_dataloader
+    from olmo.optim import build_optimizer, build_scheduler
+    from olmo.train import Trainer
+
+    from olmo_injection.hooks.task_metrics import TaskMetricsHook
+    from olmo_injection.injecting_dataset import build_injecting_train_dataloader
+    from olmo_injection.tasks import build_tasks, olmo_tokenizer
+    from olmo_injection.train import build_model
+    from olmo_injection.trainer import InjectionTrainer
+
+    model, dist_model = build_model(cfg, device)
+    common = dict(cfg=cfg, model=model, dist_model=dist_model, optim=build_optimizer(cfg, dist_model),
+                  scheduler=build_scheduler(cfg), device=device, evaluators=[], epoch=0)
+    if not injected:
+        return Trainer(train_loader=build_train_dataloader(cfg), **common)
+    tasks = build_tasks(cfg)
+    loader = build_injecting_train_dataloader(cfg, tasks)
+    hook = TaskMetricsHook(tasks, loader.dataset.schedule, cfg.task_eval, olmo_tokenizer(cfg.tokenizer.identifier))
+    trainer = InjectionTrainer(train_loader=loader, hooks=[hook], **common)
+    hook.on_train_start(trainer)
+    return trainer
+
+
+def timed_steps(trainer, batches, steps: int) -> float:
+    """Seconds for ``steps`` training steps, each fetching its batch first."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch = next(batches)
+        trainer.global_step += 1
+        trainer.train_step(batch, reduce_global_loss=trainer.should_log_this_step())
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(Path(__file__).parents[1] / "configs" / "default.yaml"))
+    parser.add_argument("--blocks", type=int, default=5, help="timed block pairs (plain, ours)")
+    parser.add_argument("--steps-per-block", type=int, default=3)
+    parser.add_argument("--warmup-steps", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = least noise on a shared CPU)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_overhead.json"))
+    args, overrides = parser.parse_known_args()
+
+    from olmo_injection.olmo_patches import apply_olmo_patches
+    from olmo_injection.train import fill_runtime_fields, init_distributed, load_config
+
+    torch.set_num_threads(args.threads)
+    apply_olmo_patches()
+    device, _ = init_distributed()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(args.config, [f"save_folder={tmp}", "save_overwrite=true", "wandb=null",
+                                        "console_log_interval=1", *overrides])
+        fill_runtime_fields(cfg, world_size=1)
+        trainers = {"plain": build(cfg, False, device), "ours": build(cfg, True, device)}
+        batches = {name: iter(t.train_loader) for name, t in trainers.items()}
+        for name, trainer in trainers.items():
+            timed_steps(trainer, batches[name], args.warmup_steps)
+        blocks = []
+        for _ in range(args.blocks):
+            seconds = {name: timed_steps(t, batches[name], args.steps_per_block) for name, t in trainers.items()}
+            blocks.append(seconds)
+            print(f"plain {seconds['plain']:.2f}s  ours {seconds['ours']:.2f}s  ratio {seconds['ours'] / seconds['plain']:.3f}")
+    tokens_per_block = args.steps_per_block * cfg.global_train_batch_size * cfg.model.max_sequence_length
+    ratio = statistics.median(b["ours"] / b["plain"] for b in blocks)
+    result = {
+        "tokens_per_second_plain": tokens_per_block * len(blocks) / sum(b["plain"] for b in blocks),
+        "tokens_per_second_ours": tokens_per_block * len(blocks) / sum(b["ours"] for b in blocks),
+        "median_time_ratio_ours_over_plain": ratio,
+        "cost_percent": 100 * (ratio - 1),
+        "blocks": blocks,
+        "args": vars(args),
+        "overrides": overrides,
+        "device": str(device),
+        "config": cfg.asdict(),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    print(f"tokens/s plain {result['tokens_per_second_plain']:.0f}, ours {result['tokens_per_second_ours']:.0f}; "
+          f"median cost {result['cost_percent']:+.2f}% -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
