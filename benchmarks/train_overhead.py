@@ -15,6 +15,7 @@ the per-block-pair ratios. Writes a JSON with the config and every block's numbe
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import tempfile
@@ -49,12 +50,14 @@ def build(cfg, injected: bool, device):
 
 
 def timed_steps(trainer, batches, steps: int) -> float:
-    """Seconds for ``steps`` training steps, each fetching its batch first."""
+    """Seconds for ``steps`` training steps as ``Trainer.fit`` runs them: fetch, step, cancel check when due."""
     start = time.perf_counter()
     for _ in range(steps):
         batch = next(batches)
         trainer.global_step += 1
         trainer.train_step(batch, reduce_global_loss=trainer.should_log_this_step())
+        if trainer.global_step % trainer.cfg.canceled_check_interval == 0:
+            trainer.check_if_cancelled()
     return time.perf_counter() - start
 
 
@@ -78,7 +81,8 @@ def main() -> None:
         cfg = load_config(args.config, [f"save_folder={tmp}", "save_overwrite=true", "wandb=null",
                                         "console_log_interval=1", *overrides])
         fill_runtime_fields(cfg, world_size=1)
-        trainers = {"plain": build(cfg, False, device), "ours": build(cfg, True, device)}
+        # Separate copies: InjectionTrainer asks for a cancel check every step (signals), OLMo every 50.
+        trainers = {"plain": build(copy.deepcopy(cfg), False, device), "ours": build(copy.deepcopy(cfg), True, device)}
         batches = {name: iter(t.train_loader) for name, t in trainers.items()}
         for name, trainer in trainers.items():
             timed_steps(trainer, batches[name], args.warmup_steps)

@@ -18,6 +18,8 @@ import sys
 from importlib.metadata import entry_points
 from typing import Callable, List, Optional
 
+from olmo.exceptions import OLMoConfigurationError
+
 # Library sub-command modules; each exposes ``register(subparsers)``.
 LIBRARY_COMMANDS = (
     "olmo_injection.commands",
@@ -49,7 +51,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if unknown and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = [u.lstrip("-") for u in unknown]
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OLMoConfigurationError) as exc:  # bad user input: say what is wrong, no traceback
+        print(f"olmo-inject {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 This is the project's one way of composing a run config. A sweep lists ``base`` YAML layers (the base
 training config, the data list, ...), and axes; a run's config is the base layers merged in order, then its
 model-size file, its tasks and schedule, its seed, the sweep's ``overrides``, then its name, wandb group and
-save folder. Every ``${...}`` interpolation (``${oc.env:DOLMA_ROOT,...}`` in the data list) is resolved at
-expansion, so the written run YAML is self-contained and is exactly what ``olmo-inject train`` loads.
+save folder. The base layers' ``${...}`` interpolations (``${oc.env:DOLMA_ROOT,...}`` in the data list) are
+resolved at expansion (model files and overrides hold plain values), so the written run YAML is
+self-contained and is exactly what ``olmo-inject train`` loads.
 
 A sweep file::
 

@@ -224,6 +224,26 @@ def test_bad_inputs_fail_before_training(reference_run, tmp_path):
         tiny(tmp_path, "data.paths=[/nonexistent.npy]")
     with pytest.raises(ValueError, match="does not exist"):
         load_config(str(tmp_path / "missing.yaml"), [])
+    from olmo.exceptions import OLMoConfigurationError
+
+    with pytest.raises(OLMoConfigurationError, match="no_such_field"):
+        tiny(tmp_path, "model.no_such_field=1")
+
+
+def test_train_command_dry_run_prints_the_resolved_config(tmp_path, capsys):
+    import argparse
+
+    from olmo_injection import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers(dest="command", required=True))
+    args, unknown = parser.parse_known_args(["train", TINY, f"--save_folder={tmp_path}", "--dry_run", "--model.d_model=16"])
+    assert args.accepts_overrides
+    args.overrides = [u.lstrip("-") for u in unknown]  # as olmo_injection.cli does
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "d_model: 16" in out and "instances_per_token: 0.0078125" in out
+    assert not (tmp_path / "config.yaml").exists()  # nothing built
 
 
 if __name__ == "__main__":  # torchrun entry for the two-process test

@@ -87,8 +87,8 @@ class GradInterferenceHook(TrainingHook):
             total = num_neurons(first_mlp_block(trainer.model))
             if chosen.num_neurons_in_block != total:
                 raise ValueError(
-                    f"grad_interference.neurons_file={source!r}: chosen in a block of {chosen.num_neurons_in_block} "
-                    f"neurons; this model's first block has {total}"
+                    f"task-neuron file {source!r}: chosen in a block of {chosen.num_neurons_in_block} neurons; "
+                    f"this model's first block has {total} (grad_interference.neurons_file, or the run's own file)"
                 )
             self.neurons = chosen.ids()
             log.info("task neurons for %r read from %s: %s", self.task.name, source, chosen.neurons)

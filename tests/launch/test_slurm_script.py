@@ -123,3 +123,14 @@ def test_sweep_list_and_local_dry_run(sweep_file, tmp_path, capsys):
     command = capsys.readouterr().out.split()
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
     assert command[-1] == str(tmp_path / "s" / "s-f2.000e-03" / "run.yaml")
+
+
+def test_torchrun_accepts_the_signal_forwarding_flags_the_script_uses():
+    """Pins torch's torchrun options the preemption path relies on (forward USR1, wait for the checkpoint)."""
+    from torch.distributed.run import get_args_parser
+
+    args = get_args_parser().parse_args([
+        "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "--shutdown-timeout=300",
+        "--rdzv-backend=c10d", "--rdzv-endpoint=node1:20001", "--nnodes=2", "--nproc-per-node=8",
+        "-m", "olmo_injection.train", "run.yaml"])
+    assert "SIGUSR1" in args.signals_to_handle.split(",") and args.shutdown_timeout == 300

@@ -95,10 +95,9 @@ def plot(config: SyntheticConfig, result: TrainingResult, summary: dict, title: 
     image = heat.pcolormesh(np.arange(num_tasks + 1) + 0.5, np.arange(len(widths) + 1) - 0.5,
                             result.final.normalised_loss, vmin=0, vmax=1.0, cmap="viridis", shading="flat")
     figure.colorbar(image, ax=heat, label="normalised loss (measured)")
-    critical = np.asarray(summary["predicted_critical_width_exact"], dtype=float)
-    # Predicted staircase in grid coordinates (interpolated in log width between grid points).
-    staircase = np.interp(np.log(critical), np.log(widths), np.arange(len(widths)), right=len(widths) - 0.5)
-    heat.step(np.arange(1, num_tasks + 1), staircase - 0.5, where="mid", color="red", lw=2,
+    # The predicted staircase runs along the lower edge of the first grid cell at which a task is kept.
+    predicted_index = predicted_critical_index(widths, np.asarray(summary["predicted_critical_width_exact"]))
+    heat.step(np.arange(1, num_tasks + 1), predicted_index - 0.5, where="mid", color="red", lw=2,
               label="predicted critical width (Thm 3)")
     measured = [np.nan if n is None else list(widths).index(n) for n in summary["measured_critical_width_on_grid"]]
     heat.plot(np.arange(1, num_tasks + 1), measured, "w.", label="measured critical width")
