@@ -183,4 +183,4 @@ def validate_config(cfg: InjectionTrainConfig) -> None:
         if "://" not in str(path) and not Path(path).is_file():
             raise ValueError(f"data.paths.{i}={str(path)!r}: no such data file")
     cfg.task_eval.validate()
-    cfg.grad_interference.validate()
+    cfg.grad_interference.validate(names)
