@@ -34,6 +34,13 @@ class LocalisationConfig:
     num_task_neurons: int = 32
     """K of the top-K task neurons (paper: not stated)."""
 
+    ablation_instances: int = 1024
+    """Instances (sampled from ``split`` with ``seed``) on which each ablation's task loss is measured; the
+    ablation sweep costs 2 x n_layers forward passes, so it uses a sample. Task neurons use the whole split."""
+
+    seed: int = 0
+    """Seeds the ablation sample."""
+
     batch_size: int = 512
     """Prompts per forward pass."""
 
@@ -42,6 +49,8 @@ class LocalisationConfig:
             raise ValueError(f"split={self.split!r}: allowed are 'train', 'test', 'all'")
         if self.num_task_neurons < 1:
             raise ValueError(f"num_task_neurons={self.num_task_neurons}: must be >= 1")
+        if self.ablation_instances < 1:
+            raise ValueError(f"ablation_instances={self.ablation_instances}: must be >= 1")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
 
@@ -93,6 +102,8 @@ def mlp_ablation(model: OLMo, task: Task, cfg: LocalisationConfig) -> Dict:
     """Task loss (nats) clean and with each block's MLP output zeroed / mean-replaced, and the increases."""
     cfg.validate()
     ids = split_ids(task, cfg.split)
+    if len(ids) > cfg.ablation_instances:
+        ids = np.sort(np.random.default_rng(cfg.seed).choice(ids, size=cfg.ablation_instances, replace=False))
     inputs, targets = prompt_ids(task, ids), label_targets(task, ids)
     clean = _task_loss(model, inputs, targets, cfg.batch_size)
     means = _mean_mlp_outputs(model, inputs, cfg.batch_size)

@@ -9,7 +9,8 @@ data files. "plain" is OLMo's ``Trainer`` on OLMo's own ``build_train_dataloader
 worst case: ``console_log_interval`` = 1, as with ``wandb.log_interval`` = 1). Evaluation and checkpoints are
 left out of both. Timing includes fetching the batch from the loader, as in ``Trainer.fit``. Blocks of steps
 alternate plain/ours so that load from other processes hits both alike; the reported cost is the median of
-the per-block-pair ratios. Writes a JSON with the config and every block's numbers.
+the per-block-pair ratios, by wall clock and by process CPU time (the steadier of the two on a shared
+machine). Writes a JSON with the config and every block's numbers.
 """
 
 from __future__ import annotations
@@ -49,16 +50,17 @@ def build(cfg, injected: bool, device):
     return trainer
 
 
-def timed_steps(trainer, batches, steps: int) -> float:
-    """Seconds for ``steps`` training steps as ``Trainer.fit`` runs them: fetch, step, cancel check when due."""
-    start = time.perf_counter()
+def timed_steps(trainer, batches, steps: int) -> dict:
+    """Wall and process-CPU seconds of ``steps`` training steps as ``Trainer.fit`` runs them: fetch, step,
+    cancel check when due."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         batch = next(batches)
         trainer.global_step += 1
         trainer.train_step(batch, reduce_global_loss=trainer.should_log_this_step())
         if trainer.global_step % trainer.cfg.canceled_check_interval == 0:
             trainer.check_if_cancelled()
-    return time.perf_counter() - start
+    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
 
 
 def main() -> None:
@@ -90,24 +92,31 @@ def main() -> None:
         for _ in range(args.blocks):
             seconds = {name: timed_steps(t, batches[name], args.steps_per_block) for name, t in trainers.items()}
             blocks.append(seconds)
-            print(f"plain {seconds['plain']:.2f}s  ours {seconds['ours']:.2f}s  ratio {seconds['ours'] / seconds['plain']:.3f}")
+            print("  ".join(f"{clock}: plain {seconds['plain'][clock]:.2f}s ours {seconds['ours'][clock]:.2f}s"
+                            for clock in ("wall", "cpu")))
     tokens_per_block = args.steps_per_block * cfg.global_train_batch_size * cfg.model.max_sequence_length
-    ratio = statistics.median(b["ours"] / b["plain"] for b in blocks)
-    result = {
-        "tokens_per_second_plain": tokens_per_block * len(blocks) / sum(b["plain"] for b in blocks),
-        "tokens_per_second_ours": tokens_per_block * len(blocks) / sum(b["ours"] for b in blocks),
-        "median_time_ratio_ours_over_plain": ratio,
-        "cost_percent": 100 * (ratio - 1),
-        "blocks": blocks,
+    result = {"blocks": blocks}
+    for clock in ("wall", "cpu"):
+        ratio = statistics.median(b["ours"][clock] / b["plain"][clock] for b in blocks)
+        result[clock] = {
+            "tokens_per_second_plain": tokens_per_block * len(blocks) / sum(b["plain"][clock] for b in blocks),
+            "tokens_per_second_ours": tokens_per_block * len(blocks) / sum(b["ours"][clock] for b in blocks),
+            "median_ratio_ours_over_plain": ratio,
+            "cost_percent": 100 * (ratio - 1),
+        }
+    result.update({
         "args": vars(args),
         "overrides": overrides,
         "device": str(device),
         "config": cfg.asdict(),
-    }
+    })
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
-    print(f"tokens/s plain {result['tokens_per_second_plain']:.0f}, ours {result['tokens_per_second_ours']:.0f}; "
-          f"median cost {result['cost_percent']:+.2f}% -> {args.out}")
+    for clock in ("wall", "cpu"):
+        r = result[clock]
+        print(f"{clock}: tokens/s plain {r['tokens_per_second_plain']:.0f}, ours {r['tokens_per_second_ours']:.0f}; "
+              f"median cost {r['cost_percent']:+.2f}%")
+    print(f"-> {args.out}")
 
 
 if __name__ == "__main__":

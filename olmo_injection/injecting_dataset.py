@@ -1,19 +1,24 @@
 """OLMo's training data path with task instances spliced into the first four tokens of scheduled sequences.
 
-``InjectingIterableDataset`` is OLMo's ``IterableDataset`` with one change of representation: it hands OLMo's
-iterator the *positions* ``0 .. total_size-1`` of the training order instead of the shuffled dataset indices, and
-looks the index up itself when it loads an item. Every slicing OLMo does (``start_index`` on resume, ranks
-interleaved, data-loader workers, threads) therefore applies unchanged, and each loaded item knows its global
-position, which is all the pure ``InjectionSchedule`` needs. The stream is thus independent of rank, world
-size, workers and resume point by construction.
+Two parts, one job each:
+
+- ``InjectingIterableDataset`` is OLMo's ``IterableDataset`` with one change of representation: it hands OLMo's
+  iterator the *positions* ``0 .. total_size-1`` of the training order instead of the shuffled dataset indices,
+  and looks the index up itself when it loads an item. Every slicing OLMo does (``start_index`` on resume,
+  ranks interleaved, data-loader workers, threads) therefore applies unchanged, and each item carries its
+  ``global_position``. The stream is independent of rank, world size, workers and resume point by construction.
+- ``InjectionCollator`` is OLMo's collator plus the splice: from each row's global position and the pure
+  ``InjectionSchedule`` it writes ``TOK1 TOK2 LABEL EOS`` into positions 0..3 of the scheduled rows, for the
+  whole device batch at once (the per-row Python work stays off the per-item path).
 
 Each collated batch carries, per row: ``injected_task`` (task index, -1 = none), ``injected_instance``
-(instance id, -1 = none) and ``global_position`` (position in the epoch's training order). An injected row
-holds ``TOK1 TOK2 LABEL EOS`` at positions 0..3.
+(instance id, -1 = none) and ``global_position`` (position in the whole training order, across epochs:
+``epoch * examples_per_epoch + OLMo's global_train_examples_seen_this_epoch`` of the row).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -35,20 +40,20 @@ INSTANCE_LENGTH = 4  # TOK1 TOK2 LABEL EOS
 
 
 class InjectingIterableDataset(IterableDataset):
-    """OLMo's ``IterableDataset`` whose items carry their global position and any scheduled task instance.
+    """OLMo's ``IterableDataset`` whose items carry their position in the training order (``global_position``).
 
-    :param dataset: the base dataset (OLMo's ``MemMapDataset``).
-    :param schedule: the injection schedule; batch ``b`` of the training order is positions ``b*GBS .. (b+1)*GBS-1``.
-    :param sequences: per task, ``[num_instances, 4]`` injected tokens indexed by instance id.
-    Other keyword arguments are OLMo's (seed, epoch, start_index, world_size, rank, work_dir, ...).
+    Constructor arguments are OLMo's. ``examples_per_epoch`` (= ``total_size // global_batch_size`` batches)
+    makes positions continue across epochs, so the schedule never restarts.
     """
 
-    def __init__(self, dataset, global_batch_size: int, *, schedule: InjectionSchedule,
-                 sequences: Sequence[np.ndarray], **kwargs):
-        self.schedule = schedule
-        self.sequences = [np.asarray(s, dtype=np.int64) for s in sequences]
+    def __init__(self, dataset, global_batch_size: int, **kwargs):
         self.global_batch_size = global_batch_size
         super().__init__(dataset, global_batch_size, **kwargs)
+
+    @property
+    def examples_per_epoch(self) -> int:
+        """Training-order positions per epoch: whole global batches, as OLMo's trainer counts them."""
+        return (self.total_size // self.global_batch_size) * self.global_batch_size
 
     def get_global_indices(self) -> np.ndarray:
         """Positions in the training order; OLMo's iterator slices these exactly as it would slice indices."""
@@ -58,80 +63,91 @@ class InjectingIterableDataset(IterableDataset):
         """The real training order (dataset index at each position), as OLMo builds and saves it."""
         return super().get_global_indices()
 
-    def batch_index(self, position: int) -> int:
-        """Index in the whole training order (across epochs) of the global batch holding ``position``."""
-        return self.epoch * (self.total_size // self.global_batch_size) + position // self.global_batch_size
+    def batch_index(self, global_position: int) -> int:
+        """Index in the whole training order of the global batch holding ``global_position``."""
+        return global_position // self.global_batch_size
 
     def _get_dataset_item(self, position: int) -> Dict[str, Any]:
-        item = super()._get_dataset_item(int(self._order()[position]))
-        row_task, row_instance = self._rows(self.batch_index(position))
-        slot = position % self.global_batch_size
-        task, instance = int(row_task[slot]), int(row_instance[slot])
-        item[INJECTED_TASK], item[INJECTED_INSTANCE], item[GLOBAL_POSITION] = task, instance, position
-        if task >= 0:
-            tokens = self.sequences[task][instance]
-            splice_instance(item, tokens, eos_token_id=int(tokens[-1]))
+        order, first_position = self._epoch_order()
+        item = super()._get_dataset_item(int(order[position]))
+        item[GLOBAL_POSITION] = first_position + position
         return item
 
-    def _order(self) -> np.ndarray:
-        # Loaded once per process and epoch (each data-loader worker maps the file itself). Cached as one
-        # tuple, read once, because OLMo's loader threads call this concurrently.
+    def _epoch_order(self) -> Tuple[np.ndarray, int]:
+        """This epoch's training order and the global position of its first example.
+
+        Mapped once per process and epoch (each data-loader worker maps the file itself), as a plain ndarray
+        view of the memmap: scalar indexing is several times cheaper than on the memmap object. Cached as one
+        tuple, read once, because OLMo's loader threads call this concurrently.
+        """
         cached = getattr(self, "_order_cache", None)
         if cached is None or cached[0] != self.epoch:
-            cached = (self.epoch, self.data_order())
+            cached = (self.epoch, np.asarray(self.data_order()), self.epoch * self.examples_per_epoch)
             self._order_cache = cached
-        return cached[1]
-
-    def _rows(self, batch: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Per slot of global batch ``batch``: task index and instance id (-1 where nothing is injected)."""
-        # A device batch reads GBS/world_size items of one global batch in a row: keep the last batch's table.
-        cached = getattr(self, "_rows_cache", None)
-        if cached is None or cached[0] != batch:
-            injections = self.schedule.injections(batch)
-            row_task = np.full(self.global_batch_size, -1, dtype=np.int64)
-            row_instance = np.full(self.global_batch_size, -1, dtype=np.int64)
-            row_task[injections.slots], row_instance[injections.slots] = injections.tasks, injections.instances
-            cached = (batch, (row_task, row_instance))
-            self._rows_cache = cached
-        return cached[1]
+        return cached[1], cached[2]
 
 
-def splice_instance(item: Dict[str, Any], tokens: np.ndarray, eos_token_id: int) -> None:
-    """Replace the first four tokens of ``item`` with ``tokens`` in place, keeping OLMo's per-row fields right.
-
-    ``item`` comes fresh from the base dataset, so its tensors are modified without copying. The injected
-    tokens are always in the loss: an item dropped by OLMo's instance filter is kept with only the
-    injected positions unmasked; the label mask and attention mask cover them; document lengths are recomputed
-    so the spliced prefix (ending in EOS) is its own document.
-    """
-    input_ids = item["input_ids"]
-    if input_ids.shape[0] < INSTANCE_LENGTH:
-        raise ValueError(f"model.max_sequence_length={input_ids.shape[0]}: must be >= {INSTANCE_LENGTH} to inject")
-    input_ids.numpy()[:INSTANCE_LENGTH] = tokens  # numpy view: a fraction of torch's indexing overhead
-    if "label_mask" in item:
-        item["label_mask"][:INSTANCE_LENGTH] = True
-    if "instance_mask" in item and not item["instance_mask"]:
-        item["instance_mask"] = True
-        label_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-        label_mask[:INSTANCE_LENGTH] = True
-        item["label_mask"] = label_mask
-    if "attention_mask" in item:
-        item["attention_mask"][:INSTANCE_LENGTH] = 1
-    if "doc_lens" in item:
-        item["doc_lens"] = get_document_lengths(input_ids, eos_token_id)
-
-
+@dataclass
 class InjectionCollator(DataCollator):
-    """OLMo's collator plus the per-row injection fields (OLMo's collator keeps a fixed key list)."""
+    """OLMo's collator, then the scheduled instances spliced into the batch (OLMo's keeps a fixed key list).
+
+    The injected tokens are always in the loss: they are covered by the label and attention masks, a row dropped
+    by OLMo's instance filter is kept with only the injected positions unmasked, and document lengths are
+    recomputed so the spliced prefix (ending in EOS) is its own document.
+    """
+
+    schedule: Optional[InjectionSchedule] = None
+    sequences: List[torch.Tensor] = field(default_factory=list)
+    """Per task: ``[num_instances, 4]`` injected tokens, indexed by instance id."""
 
     def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:
-        if any("instance_mask" in x for x in items) and any("label_mask" in x for x in items):
-            # Rows without a label mask get an all-true one so OLMo can stack them with the spliced rows'.
-            items = [x if "label_mask" in x else {**x, "label_mask": torch.ones_like(x["input_ids"], dtype=torch.bool)} for x in items]
+        # Small per-batch bookkeeping runs in numpy: a torch op costs several microseconds of dispatch.
+        positions = np.fromiter((x[GLOBAL_POSITION] for x in items), dtype=np.int64, count=len(items))
+        task, instance = self.injections_for(positions)
+        rows = np.flatnonzero(task >= 0)
+        doc_lens = "doc_lens" in items[0]
+        if doc_lens:  # document lengths are ragged: recompute them per item before OLMo pads them
+            items = [self._splice_item(x, t, i) for x, t, i in zip(items, task.tolist(), instance.tolist())]
         batch = super().__call__(items)
-        for key in INJECTION_KEYS:
-            batch[key] = torch.tensor([int(x[key]) for x in items], dtype=torch.long)
+        if not doc_lens:
+            for t in np.unique(task[rows]).tolist():
+                hit = rows[task[rows] == t]
+                batch["input_ids"][hit, :INSTANCE_LENGTH] = self.sequences[t][instance[hit]]
+        if "attention_mask" in batch:
+            batch["attention_mask"][rows, :INSTANCE_LENGTH] = 1
+        if "instance_mask" in batch:
+            filtered = rows[~batch["instance_mask"][rows].numpy()]
+            if len(filtered):
+                batch["instance_mask"][filtered] = True
+                batch.setdefault("label_mask", torch.ones_like(batch["input_ids"], dtype=torch.bool))
+                batch["label_mask"][filtered] = False
+        if "label_mask" in batch:
+            batch["label_mask"][rows, :INSTANCE_LENGTH] = True
+        batch[INJECTED_TASK], batch[INJECTED_INSTANCE] = torch.from_numpy(task), torch.from_numpy(instance)
+        batch[GLOBAL_POSITION] = torch.from_numpy(positions)
         return batch
+
+    def injections_for(self, positions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Task index and instance id (-1 where none) of the rows at these global positions."""
+        gbs = self.schedule.global_batch_size
+        batch_of, slot_of = np.divmod(positions, gbs)
+        task = np.full(len(positions), -1, dtype=np.int64)
+        instance = np.full(len(positions), -1, dtype=np.int64)
+        for batch in np.unique(batch_of).tolist():  # one global batch, or two across a resume seam
+            inj = self.schedule.injections(batch)
+            slot_task = np.full(gbs, -1, dtype=np.int64)
+            slot_instance = np.full(gbs, -1, dtype=np.int64)
+            slot_task[inj.slots], slot_instance[inj.slots] = inj.tasks, inj.instances
+            here = batch_of == batch
+            task[here], instance[here] = slot_task[slot_of[here]], slot_instance[slot_of[here]]
+        return task, instance
+
+    def _splice_item(self, item: Dict[str, Any], task: int, instance: int) -> Dict[str, Any]:
+        if task < 0:
+            return item
+        input_ids = item["input_ids"].clone()
+        input_ids[:INSTANCE_LENGTH] = self.sequences[task][instance]
+        return {**item, "input_ids": input_ids, "doc_lens": get_document_lengths(input_ids, int(input_ids[3]))}
 
 
 def task_token_mask(batch: Dict[str, Any]) -> torch.Tensor:
@@ -166,8 +182,6 @@ def build_injecting_train_dataloader(
         InjectingIterableDataset(
             dataset,
             cfg.global_train_batch_size,
-            schedule=schedule,
-            sequences=[task.sequences(np.arange(len(task.is_train)), cfg.model.eos_token_id) for task in tasks],
             seed=seed,
             epoch=cfg.epoch or 0,
             shuffle=True,
@@ -180,7 +194,14 @@ def build_injecting_train_dataloader(
         ),
         batch_size=cfg.device_train_batch_size,
         drop_last=cfg.data.drop_last,
-        collate_fn=InjectionCollator(pad_direction=cfg.data.pad_direction, pad_token_id=cfg.model.pad_token_id),
+        collate_fn=InjectionCollator(
+            pad_direction=cfg.data.pad_direction,
+            pad_token_id=cfg.model.pad_token_id,
+            schedule=schedule,
+            sequences=[
+                torch.from_numpy(task.sequences(np.arange(len(task.is_train)), cfg.model.eos_token_id)) for task in tasks
+            ],
+        ),
         num_workers=cfg.data.num_workers,
         pin_memory=cfg.data.pin_memory,
         prefetch_factor=None if cfg.data.num_workers == 0 else cfg.data.prefetch_factor,

@@ -10,7 +10,6 @@ from olmo_injection.injecting_dataset import (
     INJECTED_TASK,
     InjectionCollator,
     build_injecting_train_dataloader,
-    splice_instance,
     task_token_mask,
 )
 from olmo_injection.schedule import InjectionSchedule
@@ -81,6 +80,15 @@ def test_injected_rows_hold_the_scheduled_instances(make_config):
     assert batches[0]["global_position"].tolist() == list(range(8))
 
 
+def test_global_positions_continue_across_epochs(make_config):
+    cfg = make_config()
+    loader = build_injecting_train_dataloader(cfg, build_tasks(cfg))
+    first = [b["global_position"] for b in loader]
+    loader.dataset.reshuffle(epoch=1)
+    second = [b["global_position"] for b in loader]
+    assert second[0][0] == first[-1][-1] + 1 == len(first) * cfg.global_train_batch_size
+
+
 def test_untouched_rows_equal_olmos_plain_loader(make_config):
     cfg = make_config()
     tasks = build_tasks(cfg)
@@ -137,35 +145,42 @@ def test_micro_batch_split_keeps_injection_fields_aligned(make_config):
     assert torch.equal(torch.cat([m["input_ids"] for m in micro]), batch["input_ids"])
 
 
+def every_row_collator(num_rows):
+    """A collator whose schedule injects instance ``k`` of one task into every row (gap mode, n = GBS)."""
+    from olmo_injection.schedule import TaskRate
+
+    schedule = InjectionSchedule(0, [TaskRate("gap", n=num_rows, gap=1)], [np.arange(10)], num_rows)
+    sequences = [torch.tensor([[7, 8, 9, 50279]] * 10)]
+    return InjectionCollator(pad_direction="right", pad_token_id=1, schedule=schedule, sequences=sequences)
+
+
 def test_splice_keeps_label_mask_attention_and_document_lengths():
     from olmo.data.util import get_document_lengths
 
     ids = torch.arange(100, 116)
-    original = ids.clone()
     item = {
-        "input_ids": ids,
+        "input_ids": ids.clone(),
         "label_mask": torch.tensor([False] * 6 + [True] * 10),
         "attention_mask": torch.tensor([0] * 2 + [1] * 14),
         "doc_lens": get_document_lengths(ids, 50279),
+        "global_position": 0,
     }
-    splice_instance(item, np.array([7, 8, 9, 50279]), eos_token_id=50279)
-    assert item["input_ids"][:4].tolist() == [7, 8, 9, 50279] and torch.equal(item["input_ids"][4:], original[4:])
-    assert item["label_mask"][:4].all() and not item["label_mask"][4:6].any()
-    assert item["attention_mask"][:4].tolist() == [1, 1, 1, 1]
-    assert item["doc_lens"].tolist() == [4, 12]
+    batch = every_row_collator(1)([item])
+    assert batch["input_ids"][0, :4].tolist() == [7, 8, 9, 50279] and torch.equal(batch["input_ids"][0, 4:], ids[4:])
+    assert batch["label_mask"][0, :4].all() and not batch["label_mask"][0, 4:6].any()
+    assert batch["attention_mask"][0, :4].tolist() == [1, 1, 1, 1]
+    assert batch["doc_lens"][0].tolist() == [4, 12]
+    assert batch[INJECTED_TASK].tolist() == [0] and 0 <= batch[INJECTED_INSTANCE].item() < 10
 
 
 def test_filtered_instance_keeps_only_the_injected_tokens_in_the_loss():
-    item = {"input_ids": torch.arange(100, 116), "instance_mask": False}
-    splice_instance(item, np.array([7, 8, 9, 50279]), eos_token_id=50279)
-    assert item["instance_mask"] is True
-    assert item["label_mask"].tolist() == [True] * 4 + [False] * 12
-    other = {"input_ids": torch.arange(16), "instance_mask": True, "index": 0}
-    item.update(index=1)
-    collated = InjectionCollator(pad_direction="right", pad_token_id=1)(
-        [{**x, "injected_task": t, "injected_instance": t, "global_position": 0} for x, t in ((item, 0), (other, -1))]
-    )
-    assert collated["label_mask"].shape == (2, 16) and collated["label_mask"][1].all()
+    schedule_rows = every_row_collator(2)
+    filtered = {"input_ids": torch.arange(100, 116), "instance_mask": False, "index": 1, "global_position": 0}
+    kept = {"input_ids": torch.arange(16), "instance_mask": True, "index": 0, "global_position": 1}
+    batch = schedule_rows([filtered, kept])
+    assert batch["instance_mask"].tolist() == [True, True]
+    assert batch["label_mask"][0].tolist() == [True] * 4 + [False] * 12
+    assert batch["label_mask"][1].all()
 
 
 def test_olmo_metadata_and_generated_fields_survive(make_config):

@@ -31,8 +31,7 @@ def _default_configs() -> Dict[str, Callable[[], SyntheticConfig]]:
         "complexity": lambda: SyntheticConfig(mixture=MixtureConfig(spectrum_exponent=2.0, spectrum_exponent_rarest=0.5)),
         "residual-control": base,
         "beta-sweep": lambda: SyntheticConfig(training=TrainingConfig(widths=log_width_grid(4, 512, 8))),
-        "retention": lambda: SyntheticConfig(training=TrainingConfig(widths=(16, 32, 64, 128, 256), batch_size=64,
-                                                                     eval_every=1000)),
+        "retention": lambda: SyntheticConfig(training=TrainingConfig(widths=(16, 32, 64, 128, 256), steps=12_000)),
         "rank-one": lambda: SyntheticConfig(mixture=MixtureConfig(block_dim=1),
                                             training=TrainingConfig(widths=tuple(range(1, 32)))),
         "long-horizon": lambda: SyntheticConfig(training=TrainingConfig(widths=(16, 64, 256), steps=4 * TrainingConfig.steps,
@@ -67,7 +66,7 @@ def register(subparsers) -> None:
                                 help=f"the paper's horizon ({PAPER_STEPS} steps; {PAPER_LONG_HORIZON_STEPS} for long-horizon)")
             parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
         if name == "retention":
-            parser.add_argument("--gaps", type=_int_list, default=(10, 50, 100, 200), help="comma list of gaps G")
+            parser.add_argument("--gaps", type=_int_list, default=(10, 100, 500), help="comma list of gaps G")
         if name == "beta-sweep":
             parser.add_argument("--betas", type=_float_list, default=(1.0, 1.5, 2.0), help="comma list of beta")
         if name == "one-neuron":
@@ -81,6 +80,16 @@ def resolve_config(name: str, paper_scale: bool, overrides) -> SyntheticConfig:
     if paper_scale:
         config = _paper_scale(name, config)
     return with_overrides(config, overrides).validate()
+
+
+def _phase_diagram_and_residual_control(config: SyntheticConfig, out: Path, progress: bool) -> dict:
+    """Fig. 3 uses the same runs as Fig. 2: train once, write both."""
+    from .experiments import phase_diagram, residual_control
+    from .training import train_widths
+
+    result = train_widths(config, progress=progress)
+    return dict(phase_diagram=phase_diagram.run(config, out, result=result),
+                residual_control=residual_control.run(config, out, result=result))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -100,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
             print(json.dumps(config.to_dict(), indent=2))
             return 0
         runners = {
-            "phase-diagram": lambda: phase_diagram.run(config, out, progress),
+            "phase-diagram": lambda: _phase_diagram_and_residual_control(config, out, progress),
             "complexity": lambda: phase_diagram.run(config, out, progress, name="complexity"),
             "residual-control": lambda: residual_control.run(config, out, progress),
             "beta-sweep": lambda: residual_control.run_beta_sweep(config, args.betas, out, progress),

@@ -77,6 +77,8 @@ class Measurement:
     normalised_loss: np.ndarray
     signal: np.ndarray
     corrected_signal: np.ndarray
+    leading_feature_corrected_signal: np.ndarray
+    """s~ of each task's leading feature alone: (P_U[j1, j1] - N/d) / (1 - N/d), j1 = the task's first coordinate."""
     frequent_residual: np.ndarray
     frequent_gradient_norm: np.ndarray
     frequent_gradient_bound: np.ndarray
@@ -90,7 +92,7 @@ def measure(student: BatchedStudent, spectra: np.ndarray, prior: np.ndarray, fre
     weights_t = torch.as_tensor(weights.ravel(), dtype=torch.float64, device=student.encoder.device)
     top_frequent = float(weights.max())
     ambient_dim = spectra.size
-    rows = {name: [] for name in ("loss", "signal", "corrected", "residual", "grad")}
+    rows = {name: [] for name in ("loss", "signal", "corrected", "leading", "residual", "grad")}
     for index, width in enumerate(student.widths):
         encoder, decoders = student.width_parameters(index)
         basis = row_space_basis(encoder)
@@ -99,6 +101,7 @@ def measure(student: BatchedStudent, spectra: np.ndarray, prior: np.ndarray, fre
         rows["loss"].append(task_losses(encoder, decoders, spectra_t))
         rows["signal"].append(signal)
         rows["corrected"].append(corrected_signal(signal, width, ambient_dim))
+        rows["leading"].append(corrected_signal(leverage.view(spectra_t.shape)[:, 0], width, ambient_dim))
         rows["residual"].append(frequent_residual(leverage, weights_t))
         rows["grad"].append(frequent_gradient_norm(basis, weights_t))
     stacked = {name: torch.stack(values).cpu().numpy() for name, values in rows.items()}
@@ -107,6 +110,7 @@ def measure(student: BatchedStudent, spectra: np.ndarray, prior: np.ndarray, fre
         normalised_loss=stacked["loss"] / spectra.sum(axis=1),
         signal=stacked["signal"],
         corrected_signal=stacked["corrected"],
+        leading_feature_corrected_signal=stacked["leading"],
         frequent_residual=stacked["residual"],
         frequent_gradient_norm=stacked["grad"],
         frequent_gradient_bound=residual_gradient_bound(top_frequent, stacked["residual"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,7 @@ def test_offline_history_is_read_back_and_later_fragments_win(tmp_path, no_wandb
         for step, value in values.items():
             run.log({"task/cmp/train_step/loss": value, "n": step}, step=step)
         run.finish()
+        time.sleep(1.1)  # wandb names a fragment's directory by its start second; a real resume is never that quick
     history = read_wandb_history(tmp_path / "wandb", "resumeme")
     assert {s: h["task/cmp/train_step/loss"] for s, h in history.items()} == {1: 1.5, 2: 20.0, 3: 30.0}
 

@@ -37,6 +37,8 @@ def test_experiment_writes_results_with_config_and_figure(tmp_path, name, extra,
     assert record["config"]["mixture"]["num_tasks"] == 4 and record["summary"]
     assert (tmp_path / f"{stem}.csv").stat().st_size > 0
     assert (tmp_path / f"{stem}.png").stat().st_size > 0
+    if name == "phase-diagram":  # the same runs also give Fig. 3
+        assert (tmp_path / "residual_control.png").stat().st_size > 0
 
 
 def test_one_neuron_decay_matches_prediction(tmp_path):
