@@ -144,7 +144,9 @@ def _counterfactual_label_logits(
     locations = [[[position]] * len(base)]
     # Prompts are TOK1 TOK2, so the LABEL logits are the last position's: keep only those (the head dominates).
     _, out = intervenable(
-        {"input_ids": base, "logits_to_keep": 1}, [{"input_ids": source}], {"sources->base": (locations, locations)}
+        {"input_ids": base, "logits_to_keep": 1},
+        [{"input_ids": source, "logits_to_keep": 1}],
+        {"sources->base": (locations, locations)},
     )
     return out.logits[:, -1, torch.as_tensor(task.label_tokens, dtype=torch.long)]
 

@@ -44,7 +44,7 @@ def build(cfg, injected: bool, device):
         return Trainer(train_loader=build_train_dataloader(cfg), **common)
     tasks = build_tasks(cfg)
     loader = build_injecting_train_dataloader(cfg, tasks)
-    hook = TaskMetricsHook(tasks, loader.dataset.schedule, cfg.task_eval, olmo_tokenizer(cfg.tokenizer.identifier))
+    hook = TaskMetricsHook(tasks, loader.collate_fn.schedule, cfg.task_eval, olmo_tokenizer(cfg.tokenizer.identifier))
     trainer = InjectionTrainer(train_loader=loader, hooks=[hook], **common)
     hook.on_train_start(trainer)
     return trainer

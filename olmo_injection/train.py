@@ -233,12 +233,13 @@ def stop_on_signals(trainer) -> Iterator[List[int]]:
 def train(cfg: InjectionTrainConfig, extra_hooks: Sequence[TrainingHook] = ()) -> RunResult:
     """Build everything from ``cfg`` (already validated) and train; see the module docstring.
 
-    ``extra_hooks`` run after the per-task metrics hook (so they see its step metrics) and before the console
-    progress; this is where optional measurements (gradient interference) plug in.
+    Hooks, in order: per-task metrics, gradient interference (when ``grad_interference.enabled``), then
+    ``extra_hooks`` (so they see the step metrics of both), then the console progress.
     """
     from olmo.eval import build_evaluators
     from olmo.optim import BoltOnWarmupScheduler, build_optimizer, build_scheduler
 
+    from .hooks.grad_interference import GradInterferenceHook
     from .hooks.progress import ProgressHook
     from .hooks.task_metrics import TaskMetricsHook
     from .hooks.wandb_logging import start_wandb_run
@@ -276,7 +277,8 @@ def train(cfg: InjectionTrainConfig, extra_hooks: Sequence[TrainingHook] = ()) -
         barrier()
 
         hooks = [
-            TaskMetricsHook(tasks, train_loader.dataset.schedule, cfg.task_eval, olmo_tokenizer(cfg.tokenizer.identifier)),
+            TaskMetricsHook(tasks, train_loader.collate_fn.schedule, cfg.task_eval, olmo_tokenizer(cfg.tokenizer.identifier)),
+            *([GradInterferenceHook(cfg.grad_interference, tasks)] if cfg.grad_interference.enabled else []),
             *extra_hooks,
             ProgressHook([t.name for t in tasks], rank),
         ]
