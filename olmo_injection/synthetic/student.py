@@ -2,15 +2,15 @@
 
 All widths of a sweep live in one pair of tensors. The encoders are stacked row-wise: width ``N_i`` owns rows
 ``offsets[i] .. offsets[i+1]-1`` of ``encoder`` (total rows R = sum_i N_i, shape (R, d)), and the decoders
-are padded to the widest width. One matmul computes every width's hidden layer (no compute on rows a width does
-not have, which is where the cost is); the cheap decoder step then runs as one batched matmul over widths
-per task. Widths never mix: width i's prediction reads only its own rows, so its loss (and hence gradient)
+are padded within buckets of similar widths. One matmul computes every width's hidden layer (no compute on rows
+a width does not have); the decoder step then runs as one batched matmul over the widths of a bucket per
+task. Widths never mix: width i's prediction reads only its own rows, so its loss (and hence gradient)
 depends only on its own parameters.
 """
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,60 +41,87 @@ def init_width(width: int, ambient_dim: int, num_tasks: int, block_dim: int, see
     return encoder.to(dtype), decoders.to(dtype)
 
 
+def width_buckets(widths: Sequence[int], max_padding_ratio: float = 2.0) -> List[List[int]]:
+    """Consecutive width indices grouped so that within a group the widest is at most ``max_padding_ratio``
+    times the narrowest (``widths`` increasing). Padding each group to its widest width then wastes at most
+    that factor of decoder work, instead of padding every width to the widest of the sweep."""
+    buckets: List[List[int]] = []
+    for index, width in enumerate(widths):
+        if buckets and width <= max_padding_ratio * widths[buckets[-1][0]]:
+            buckets[-1].append(index)
+        else:
+            buckets.append([index])
+    return buckets
+
+
 class BatchedStudent(nn.Module):
     """Linear-bottleneck regressors of several widths sharing one parameter layout.
 
-    ``encoder`` (R, d) stacks every width's encoder rows. ``decoders`` (K, num_widths, m, N_max) holds every
-    width's per-task decoders, zero beyond that width's N columns; those padding entries stay exactly zero
-    because they only ever meet zero hidden units (zero gradient, and AdamW maps a zero parameter with zero
-    gradient to zero).
+    ``encoder`` (R, d) stacks every width's encoder rows. The widths are grouped into buckets of similar size
+    (``width_buckets``); ``decoders[b]`` (K, widths in bucket b, m, widest in bucket b) holds those widths'
+    per-task decoders, zero beyond each width's N columns. The padding entries stay exactly zero because they
+    only ever meet zero hidden units (zero gradient, and AdamW maps a zero parameter with zero gradient to zero).
     """
 
     def __init__(self, widths: Sequence[int], ambient_dim: int, num_tasks: int, block_dim: int, seed: int,
                  dtype: torch.dtype = torch.float32):
         super().__init__()
         self.widths = tuple(int(n) for n in widths)
-        self.max_width = max(self.widths)
+        self.buckets = width_buckets(self.widths)
         parts = [init_width(n, ambient_dim, num_tasks, block_dim, seed, dtype) for n in self.widths]
         self.encoder = nn.Parameter(torch.cat([enc for enc, _ in parts], dim=0))
-        decoders = torch.zeros(num_tasks, self.num_widths, block_dim, self.max_width, dtype=dtype)
-        for index, (_, dec) in enumerate(parts):
-            decoders[:, index, :, :dec.shape[2]] = dec
-        self.decoders = nn.Parameter(decoders)
         self.offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(self.widths)]))
+        self.bucket_width = [self.widths[bucket[-1]] for bucket in self.buckets]
+        self.decoders = nn.ParameterList()
+        self.bucket_of_width, self.slot_of_width = [], []
+        for number, bucket in enumerate(self.buckets):
+            padded = torch.zeros(num_tasks, len(bucket), block_dim, self.bucket_width[number], dtype=dtype)
+            for slot, index in enumerate(bucket):
+                padded[:, slot, :, :self.widths[index]] = parts[index][1]
+                self.bucket_of_width.append(number)
+                self.slot_of_width.append(slot)
+            self.decoders.append(nn.Parameter(padded))
         width_of_row = torch.repeat_interleave(torch.arange(self.num_widths), torch.tensor(self.widths))
         position_in_width = torch.arange(self.offsets[-1]) - torch.tensor(self.offsets[:-1])[width_of_row]
+        slot_of_row = torch.tensor(self.slot_of_width)[width_of_row]
         self.register_buffer("width_of_row", width_of_row, persistent=False)
-        self.register_buffer("padded_position", width_of_row * self.max_width + position_in_width, persistent=False)
+        self.register_buffer("padded_position", slot_of_row * torch.tensor(self.bucket_width)[
+            torch.tensor(self.bucket_of_width)[width_of_row]] + position_in_width, persistent=False)
 
     @property
     def num_widths(self) -> int:
         return len(self.widths)
 
-    def padded_hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """Hidden units of every width, (B, num_widths, N_max), zero beyond each width's N."""
+    def padded_hidden(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Hidden units per bucket: (B, widths in bucket, widest in bucket), zero beyond each width's N."""
         hidden = x @ self.encoder.T                                   # (B, R): all widths in one matmul
-        padded = hidden.new_zeros(hidden.shape[0], self.num_widths * self.max_width)
-        return padded.index_copy(1, self.padded_position, hidden).view(-1, self.num_widths, self.max_width)
+        per_bucket = []
+        for bucket, width in zip(self.buckets, self.bucket_width):
+            rows = slice(self.offsets[bucket[0]], self.offsets[bucket[-1] + 1])
+            padded = hidden.new_zeros(hidden.shape[0], len(bucket) * width)
+            padded = padded.index_copy(1, self.padded_position[rows], hidden[:, rows])
+            per_bucket.append(padded.view(-1, len(bucket), width))
+        return per_bucket
 
     def grouped_predictions(self, x: torch.Tensor, tasks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Predictions with the batch regrouped by task: returns (order, predictions (num_widths, B, m)) where
         column b of the predictions belongs to row ``order[b]`` of the batch.
 
-        Grouping lets each task's decoders act on all of its rows and all widths in one batched matmul, so
-        the Python loop runs over the K tasks present, never over widths.
+        Grouping lets each task's decoders act on all of its rows and all widths of a bucket in one batched
+        matmul; the Python loops run over the K tasks present and the few buckets, never over widths.
         """
         order = torch.argsort(tasks, stable=True)
-        hidden = self.padded_hidden(x[order]).transpose(0, 1)         # (num_widths, B, N_max)
-        counts = torch.bincount(tasks, minlength=self.decoders.shape[0]).tolist()
-        # unbind/split once: per-task indexing or slicing would make autograd allocate a full-size gradient
-        # buffer for every task present.
-        per_task_decoders = self.decoders.unbind(0)
+        counts = torch.bincount(tasks, minlength=self.decoders[0].shape[0]).tolist()
         present = [task for task, count in enumerate(counts) if count]
-        per_task_hidden = torch.split(hidden, [counts[task] for task in present], dim=1)
-        chunks = [torch.bmm(rows, per_task_decoders[task].transpose(1, 2))
-                  for task, rows in zip(present, per_task_hidden)]
-        return order, torch.cat(chunks, dim=1)
+        bucket_outputs = []
+        for hidden, decoders in zip(self.padded_hidden(x[order]), self.decoders):
+            # unbind/split once: per-task indexing or slicing would make autograd allocate a full-size
+            # gradient buffer for every task present.
+            per_task_decoders = decoders.unbind(0)
+            per_task_hidden = torch.split(hidden.transpose(0, 1), [counts[task] for task in present], dim=1)
+            bucket_outputs.append(torch.cat([torch.bmm(rows, per_task_decoders[task].transpose(1, 2))
+                                             for task, rows in zip(present, per_task_hidden)], dim=1))
+        return order, torch.cat(bucket_outputs, dim=0)
 
     def forward(self, x: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """Predictions of every width: x (B, d), tasks (B,) -> (B, m, num_widths), in the batch's row order."""
@@ -110,15 +137,16 @@ class BatchedStudent(nn.Module):
 
     def width_parameters(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Detached (encoder (N, d), decoders (K, m, N)) of the ``index``-th width."""
-        width = self.widths[index]
         rows = slice(self.offsets[index], self.offsets[index + 1])
-        return self.encoder.detach()[rows], self.decoders.detach()[:, index, :, :width]
+        decoders = self.decoders[self.bucket_of_width[index]].detach()
+        return self.encoder.detach()[rows], decoders[:, self.slot_of_width[index], :, :self.widths[index]]
 
     def per_width_grad_norm(self) -> torch.Tensor:
         """Euclidean norm of each width's own gradient (encoder rows and decoders). Shape (num_widths,)."""
         encoder_sq = self.encoder.grad.pow(2).sum(dim=1)
         squared = encoder_sq.new_zeros(self.num_widths).index_add(0, self.width_of_row, encoder_sq)
-        return (squared + self.decoders.grad.pow(2).sum(dim=(0, 2, 3))).sqrt()
+        decoder_sq = torch.cat([decoders.grad.pow(2).sum(dim=(0, 2, 3)) for decoders in self.decoders])
+        return (squared + decoder_sq).sqrt()
 
     def clip_grad_norm_per_width_(self, max_norm: float) -> torch.Tensor:
         """Scale each width's gradient as ``torch.nn.utils.clip_grad_norm_`` would for that width trained alone.
@@ -129,5 +157,6 @@ class BatchedStudent(nn.Module):
         norms = self.per_width_grad_norm()
         coefficient = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
         self.encoder.grad.mul_(coefficient[self.width_of_row][:, None])
-        self.decoders.grad.mul_(coefficient[None, :, None, None])
+        for bucket, decoders in zip(self.buckets, self.decoders):
+            decoders.grad.mul_(coefficient[bucket][None, :, None, None])
         return norms

@@ -5,7 +5,7 @@ import torch
 
 from olmo_injection.synthetic.config import SyntheticConfig
 from olmo_injection.synthetic.mixture import iid_task_sampler, sample_batch, task_prior, task_spectra
-from olmo_injection.synthetic.student import BatchedStudent, init_width
+from olmo_injection.synthetic.student import BatchedStudent, init_width, width_buckets
 from olmo_injection.synthetic.training import inverse_sqrt_factor, stream_seeds, train_widths
 
 
@@ -67,7 +67,13 @@ def test_forward_matches_per_sample_decoding_and_padding_stays_zero(tiny_config)
         encoder, decoders = student.width_parameters(index)
         expected = torch.einsum("bmn,bn->bm", decoders[tasks], x @ encoder.T)
         torch.testing.assert_close(predictions[:, :, index], expected)
-        assert torch.all(student.decoders.detach()[:, index, :, student.widths[index]:] == 0)
+        padded = student.decoders[student.bucket_of_width[index]].detach()[:, student.slot_of_width[index]]
+        assert torch.all(padded[:, :, student.widths[index]:] == 0)
+
+
+def test_width_buckets_bound_the_padding():
+    assert width_buckets((2, 3, 4, 5, 9, 20)) == [[0, 1, 2], [3, 4], [5]]
+    assert width_buckets((4,)) == [[0]]
 
 
 def test_training_reduces_loss_and_records_every_evaluation(tiny_config):
