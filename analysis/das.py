@@ -14,14 +14,16 @@ so no mapping is registered here; ``check_pyvene_supports`` fails loudly if an u
 
 from __future__ import annotations
 
+import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
-import json
 import numpy as np
 import pyvene as pv
+from pyvene.models.modeling_utils import get_module_hook
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -123,9 +125,7 @@ def counterfactual_pairs(
 
 def _intervenable(model: OlmoForCausalLM, layer: int, component: str) -> pv.IntervenableModel:
     config = pv.IntervenableConfig(
-        representations=[
-            pv.RepresentationConfig(layer, component, "pos", 1, low_rank_dimension=1)
-        ],
+        representations=[pv.RepresentationConfig(layer, component, "pos", 1, low_rank_dimension=1)],
         intervention_types=pv.LowRankRotatedSpaceIntervention,
     )
     intervenable = pv.IntervenableModel(config, model, use_fast=True)
@@ -138,17 +138,69 @@ def _rotation(intervenable: pv.IntervenableModel) -> torch.nn.Module:
     return intervention
 
 
-def _counterfactual_label_logits(
-    intervenable: pv.IntervenableModel, task: Task, base: torch.Tensor, source: torch.Tensor, position: int
+@contextmanager
+def label_head(model: OlmoForCausalLM, label_tokens: Sequence[int]) -> Iterator[None]:
+    """Within the block, ``model``'s logits are those of ``label_tokens`` only (column i = ``label_tokens[i]``).
+
+    The LABEL is read from the logits of the label tokens alone, and the full-vocabulary head costs about as
+    much as all 16 blocks of a 2-token prompt, forward and backward; the original head is restored on exit.
+    """
+    full = model.lm_head
+    head = torch.nn.Linear(full.in_features, len(label_tokens), bias=False)
+    head.weight = torch.nn.Parameter(full.weight.detach()[torch.as_tensor(label_tokens)].clone(), requires_grad=False)
+    model.lm_head = head
+    try:
+        yield
+    finally:
+        model.lm_head = full
+
+
+class _SiteReached(Exception):
+    """Raised by ``site_representations``' hook: the layers after the site are not needed."""
+
+
+@torch.no_grad()
+def site_representations(
+    model: OlmoForCausalLM, input_ids: torch.Tensor, layer: int, component: str, position: int, batch_size: int
 ) -> torch.Tensor:
+    """[n, 1, d_model]: what pyvene's ``(layer, component)`` site holds at ``position`` for each prompt of
+    ``input_ids`` [n, seq], in the shape pyvene takes as ``source_representations``.
+
+    The module and hook are pyvene's own for the site; the forward stops there. The model is frozen during
+    DAS, so a source's representation is computed once instead of once per optimiser step.
+    """
+    hook_of = get_module_hook(model, pv.RepresentationConfig(layer, component, "pos", 1))
+    captured = []
+
+    def capture(_module, args, kwargs, output=None):
+        hidden = output if component == "block_output" else (args[0] if args else next(iter(kwargs.values())))
+        captured.append((hidden[0] if isinstance(hidden, tuple) else hidden)[:, position : position + 1])
+        raise _SiteReached
+
+    handle = hook_of(capture, with_kwargs=True)
+    try:
+        for start in range(0, len(input_ids), batch_size):
+            try:
+                model.model(input_ids=input_ids[start : start + batch_size], use_cache=False)
+            except _SiteReached:
+                pass
+    finally:
+        handle.remove()
+    return torch.cat(captured).float()
+
+
+def _counterfactual_label_logits(
+    intervenable: pv.IntervenableModel, base: torch.Tensor, source_representations: torch.Tensor, position: int
+) -> torch.Tensor:
+    """[n, num_labels] label logits of ``base`` prompts with the site's representation taken from the sources
+    (inside ``label_head``, the model's logits are the label logits)."""
     locations = [[[position]] * len(base)]
-    # Prompts are TOK1 TOK2, so the LABEL logits are the last position's: keep only those (the head dominates).
     _, out = intervenable(
-        {"input_ids": base, "logits_to_keep": 1},
-        [{"input_ids": source, "logits_to_keep": 1}],
-        {"sources->base": (locations, locations)},
+        {"input_ids": base, "use_cache": False},
+        unit_locations={"sources->base": (locations, locations)},
+        source_representations=source_representations,
     )
-    return out.logits[:, -1, torch.as_tensor(task.label_tokens, dtype=torch.long)]
+    return out.logits[:, -1]
 
 
 def das_at(
@@ -157,46 +209,47 @@ def das_at(
     """Train one 1-D rotation at (layer, position) for ``variable`` and return its IIA and direction.
 
     Returns ``{"layer", "position", "variable", "component", "iia", "train_iia", "direction" ([d_model] list,
-    unit norm)}``. Seeds come from ``cfg.seed``, so a call is reproducible.
+    unit norm)}``. Seeds come from ``cfg.seed``, so a call is reproducible. ``model`` is left as it was.
     """
     check_pyvene_supports(model)
     if layer >= model.config.num_hidden_layers:
         raise ValueError(f"layers: {layer} is not below num_hidden_layers={model.config.num_hidden_layers}")
     rng = np.random.default_rng([cfg.seed, layer, position, VARIABLES.index(variable)])
     torch.manual_seed(int(rng.integers(2**31)))
-    train = counterfactual_pairs(task, variable, task.train_ids, cfg.num_train_pairs, rng)
-    test = counterfactual_pairs(task, variable, task.test_ids, cfg.num_eval_pairs, rng)
+    pairs = {
+        "train_iia": counterfactual_pairs(task, variable, task.train_ids, cfg.num_train_pairs, rng),
+        "iia": counterfactual_pairs(task, variable, task.test_ids, cfg.num_eval_pairs, rng),
+    }
     intervenable = _intervenable(model, layer, cfg.component)
     rotation = _rotation(intervenable)
     optimizer = torch.optim.Adam(rotation.parameters(), lr=cfg.learning_rate)
-    base_ids, source_ids, labels = (torch.as_tensor(a) for a in train)
-    base_tokens, source_tokens = prompt_ids(task, base_ids), prompt_ids(task, source_ids)
-    for _ in range(cfg.epochs):
-        order = torch.as_tensor(rng.permutation(len(labels)))
-        for start in range(0, len(order), cfg.batch_size):
-            batch = order[start : start + cfg.batch_size]
-            logits = _counterfactual_label_logits(
-                intervenable, task, base_tokens[batch], source_tokens[batch], position
-            )
-            loss = F.cross_entropy(logits.float(), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
     result = {"layer": layer, "position": position, "variable": variable, "component": cfg.component}
-    with torch.no_grad():
-        for name, (bases, sources, expected) in (("train_iia", train), ("iia", test)):
-            correct = 0
-            for start in range(0, len(bases), cfg.batch_size):
-                logits = _counterfactual_label_logits(
-                    intervenable,
-                    task,
-                    prompt_ids(task, bases[start : start + cfg.batch_size]),
-                    prompt_ids(task, sources[start : start + cfg.batch_size]),
-                    position,
-                )
-                correct += int((logits.argmax(-1).numpy() == expected[start : start + cfg.batch_size]).sum())
-            result[name] = correct / len(bases)
-        direction = rotation.rotate_layer.weight.detach()[:, 0].float()
+    with label_head(model, task.label_tokens):
+        inputs = {}
+        for name, (bases, sources, labels) in pairs.items():
+            source_reps = site_representations(
+                model, prompt_ids(task, sources), layer, cfg.component, position, cfg.batch_size
+            )
+            inputs[name] = (prompt_ids(task, bases), source_reps, torch.as_tensor(labels))
+        base_tokens, source_reps, labels = inputs["train_iia"]
+        for _ in range(cfg.epochs):
+            order = torch.as_tensor(rng.permutation(len(labels)))
+            for start in range(0, len(order), cfg.batch_size):
+                batch = order[start : start + cfg.batch_size]
+                logits = _counterfactual_label_logits(intervenable, base_tokens[batch], source_reps[batch], position)
+                loss = F.cross_entropy(logits.float(), labels[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        with torch.no_grad():
+            for name, (base_tokens, source_reps, labels) in inputs.items():
+                correct = 0
+                for start in range(0, len(labels), cfg.batch_size):
+                    batch = slice(start, start + cfg.batch_size)
+                    logits = _counterfactual_label_logits(intervenable, base_tokens[batch], source_reps[batch], position)
+                    correct += int((logits.argmax(-1) == labels[batch]).sum())
+                result[name] = correct / len(labels)
+    direction = rotation.rotate_layer.weight.detach()[:, 0].float()
     result["direction"] = (direction / direction.norm()).tolist()
     return result
 

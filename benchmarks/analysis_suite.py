@@ -4,13 +4,15 @@
 
 Without ``--checkpoint`` it saves a freshly initialised 20M model (SPEC Table 2: 16 layers, d_model 192, MLP 1536,
 8 heads; 28,753,920 parameters) as an unsharded checkpoint in a temporary folder and builds T_CMP and T_ADD
-(100 values each) with the real tokenizer. Prints and writes (``--out``, JSON) seconds per analysis.
+(100 values each) with the real tokenizer. Prints and writes (``--out``, JSON) seconds per analysis, with the
+machine's load average (other jobs on a shared machine slow every number).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -56,9 +58,12 @@ def main() -> None:
     parser.add_argument("--cmp-task", default="cmp")
     parser.add_argument("--add-task", default="add")
     parser.add_argument("--das-layers", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; on a shared 2-core machine 2 OpenMP threads ran DAS 3.7x slower than 1")
     parser.add_argument("--out", default="analysis_suite_timings.json")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     timings = {}
 
     def timed(name, fn):
@@ -88,7 +93,9 @@ def main() -> None:
     print(f"{'total':>28}: {timings['total']:8.2f} s")
     summary = {"timings_s": timings, "max_logit_difference": difference, "probe_r2": probe["r2"],
                "fourier_total_modes": fourier["total_modes"], "das_best_iia": das["best"]["iia"],
-               "das_layers": args.das_layers, "threads": torch.get_num_threads()}
+               "das_layers": args.das_layers, "threads": torch.get_num_threads(),
+               "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()}}
+    print(f"load average (1, 5, 15 min) before {load_before}, after {os.getloadavg()}")
     Path(args.out).write_text(json.dumps(summary, indent=1))
 
 

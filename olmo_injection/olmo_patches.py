@@ -2,7 +2,8 @@
 
 The entry point calls ``apply_olmo_patches()`` once per process; ``InjectionTrainer`` uses the scoped
 ``cuda_rng_state_without_cuda()``. Each patch names the upstream code it relies on; tests in
-``tests/test_trainer.py`` pin that code and fail loudly if an upgrade changes it.
+``tests/test_trainer.py`` (trainer and wandb) and ``tests/test_olmo_patches.py`` (sharded checkpoints) pin
+that code and fail loudly if an upgrade changes it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Dict, Iterator, Optional, Union
 
 import torch
+from olmo.checkpoint import RemoteFileSystemReader
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,8 @@ def apply_olmo_patches() -> None:
     """Apply the process-wide patches (idempotent)."""
     allow_full_checkpoint_loading()
     make_olmo_wandb_calls_failsafe()
+    complete_torch_new_checkpoint_reader()
+    make_olmo_core_optimizer_state_init_side_effect_free()
 
 
 def allow_full_checkpoint_loading() -> None:
@@ -101,3 +105,91 @@ def cuda_rng_state_without_cuda() -> Iterator[None]:
         yield
     finally:
         torch.cuda.get_rng_state = original  # type: ignore[assignment]
+
+
+class CompleteRemoteFileSystemReader(RemoteFileSystemReader):
+    """OLMo's checkpoint reader with the two methods torch's ``StorageReader`` has since made abstract.
+
+    ``olmo.checkpoint.RemoteFileSystemReader`` (used by ``sharded_checkpointer: torch_new`` to restore) lacks
+    ``reset`` and ``validate_checkpoint_id``, so with torch 2.13 it cannot even be instantiated and every restore
+    fails with ``TypeError: Can't instantiate abstract class``. Reading itself is OLMo's, unchanged.
+    """
+
+    def reset(self, checkpoint_id: Optional[Union[str, os.PathLike]] = None) -> None:
+        # torch calls this before each read; a reader used again must not keep the last checkpoint's layout.
+        self.storage_data = {}
+        self._metadata = None
+        if checkpoint_id is not None:
+            self.path = str(checkpoint_id).rstrip("/")
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: Union[str, os.PathLike]) -> bool:
+        # Only asked when torch picks a reader by itself; OLMo always passes its reader explicitly, and that
+        # reader takes any local path or URL that ``olmo.util.resource_path`` can open.
+        return True
+
+
+def load_sharded_optimizer_state_dict_with_state_key(*args: Any, **kwargs: Any) -> Dict[str, Any]:
+    """torch's ``load_sharded_optimizer_state_dict``, with an empty ``state`` where the checkpoint holds none.
+
+    An optimizer that has not stepped yet (OLMo's pre-training checkpoint at step 0, also the checkpoint a run
+    preempted before its first ``save_interval`` resumes from) has an empty ``state``; torch's checkpoint writes
+    no entry for an empty dict, so the loaded optimizer dict has no ``state`` key and OLMo's
+    ``load_fsdp_model_and_optim_state`` fails with ``KeyError: 'state'``.
+    """
+    from torch.distributed.checkpoint.optimizer import load_sharded_optimizer_state_dict
+
+    loaded = load_sharded_optimizer_state_dict(*args, **kwargs)
+    optimizer_key = kwargs["optimizer_key"] if "optimizer_key" in kwargs else args[1]
+    loaded[optimizer_key].setdefault("state", {})
+    return loaded
+
+
+def complete_torch_new_checkpoint_reader() -> None:
+    """Make ``sharded_checkpointer: torch_new`` restore: ``CompleteRemoteFileSystemReader`` and
+    ``load_sharded_optimizer_state_dict_with_state_key`` in place of the names ``olmo.checkpoint`` imported."""
+    import olmo.checkpoint
+
+    olmo.checkpoint.RemoteFileSystemReader = CompleteRemoteFileSystemReader  # type: ignore[misc]
+    olmo.checkpoint.load_sharded_optimizer_state_dict = load_sharded_optimizer_state_dict_with_state_key
+
+
+@torch.no_grad()
+def init_optimizer_state_without_stepping(optim: torch.optim.Optimizer) -> None:
+    """Create every parameter's optimizer state, as olmo_core's ``init_optimizer_state``, leaving parameters as they are.
+
+    olmo_core 0.1.0 creates missing state with an ``optim.step()`` over zero gradients, whenever the optimizer has
+    no state yet: before a run's first checkpoint (OLMo's pre-training checkpoint at step 0) and on every resume
+    into a fresh optimizer. AdamW's weight decay then shrinks the parameters (``p *= 1 - lr * weight_decay``): at
+    step 0 the run starts from other weights than DDP's and Adam counts a step it never took (every later bias
+    correction is one step off); on resume the weights just restored are shrunk once more, so a resumed run
+    differs from an uninterrupted one. Here the step runs with ``lr`` 0 (AdamW and OLMo's LionW then change no
+    parameter by a single bit) and the step counters are set back to 0: the state a fresh optimizer would create
+    on its first real step, so that step is the same with or without this call.
+    """
+    if optim.state:
+        return
+    learning_rates = [group["lr"] for group in optim.param_groups]
+    for group in optim.param_groups:
+        group["lr"] = 0.0
+        for param in group["params"]:
+            # An FSDP rank may hold an empty slice of a parameter; it needs no state.
+            if param.numel() > 0:
+                param.grad = torch.zeros_like(param, memory_format=torch.preserve_format)
+    try:
+        optim.step()
+    finally:
+        optim.zero_grad()
+        for group, lr in zip(optim.param_groups, learning_rates):
+            group["lr"] = lr
+    for state in optim.state.values():
+        if isinstance(state.get("step"), torch.Tensor):
+            state["step"] = torch.zeros_like(state["step"])
+
+
+def make_olmo_core_optimizer_state_init_side_effect_free() -> None:
+    """Route olmo_core's checkpoint save and load (``sharded_checkpointer: olmo_core``) through
+    ``init_optimizer_state_without_stepping``; both look ``init_optimizer_state`` up by its module-level name."""
+    import olmo_core.distributed.checkpoint
+
+    olmo_core.distributed.checkpoint.init_optimizer_state = init_optimizer_state_without_stepping

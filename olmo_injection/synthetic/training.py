@@ -4,7 +4,7 @@ Per step: draw the task ids (``TaskSampler``), fresh inputs and targets; compute
 one pass; back-propagate their sum (each width's gradient then depends on its own loss only); clip each
 width's gradient by its own norm; take one AdamW step (element-wise, so per width by construction) under an
 inverse-square-root schedule with linear warm-up. Width i trained here equals width i trained alone with the
-same seed (``tests/synthetic/test_training.py`` checks this against a plain single-width reference).
+same seed (``tests/synthetic/test_synthetic_training.py`` checks this against a plain single-width reference).
 """
 
 from __future__ import annotations

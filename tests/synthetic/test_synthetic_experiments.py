@@ -60,3 +60,15 @@ def test_critical_width_readout_by_hand():
     np.testing.assert_array_equal(measured_critical_index(loss, np.array([0.5, 0.5])), [3, 2])
     np.testing.assert_array_equal(measured_critical_index(loss, np.array([0.1, 0.1])), [4, 4])
     np.testing.assert_array_equal(predicted_critical_index(np.array([4, 8, 16]), np.array([3, 8, 9, 40])), [0, 1, 2, 3])
+
+
+def test_the_module_stands_alone_without_olmo_or_the_trainer():
+    import subprocess
+    import sys
+
+    code = ("import sys, olmo_injection.synthetic.cli, olmo_injection.synthetic.training; "
+            "from olmo_injection.synthetic.experiments import phase_diagram, residual_control, retention, "
+            "rank_one, long_horizon, one_neuron; "
+            "print([m for m in sys.modules if m.split('.')[0] in ('olmo', 'wandb', 'pyvene', 'transformers') "
+            "or m in ('olmo_injection.config', 'olmo_injection.hooks')])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
