@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Any, Dict, Iterator, Optional, Union
 
 import torch
@@ -19,6 +20,9 @@ from olmo.checkpoint import RemoteFileSystemReader
 log = logging.getLogger(__name__)
 
 NO_WEIGHTS_ONLY_LOAD_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+REPLACED_UPSTREAM: Dict[str, Any] = {}
+"""The upstream objects the sharded-checkpoint patches replaced, by ``module.name``; tests pin their behaviour."""
 
 
 def apply_olmo_patches() -> None:
@@ -150,8 +154,8 @@ def complete_torch_new_checkpoint_reader() -> None:
     ``load_sharded_optimizer_state_dict_with_state_key`` in place of the names ``olmo.checkpoint`` imported."""
     import olmo.checkpoint
 
-    olmo.checkpoint.RemoteFileSystemReader = CompleteRemoteFileSystemReader  # type: ignore[misc]
-    olmo.checkpoint.load_sharded_optimizer_state_dict = load_sharded_optimizer_state_dict_with_state_key
+    replace_upstream(olmo.checkpoint, "RemoteFileSystemReader", CompleteRemoteFileSystemReader)
+    replace_upstream(olmo.checkpoint, "load_sharded_optimizer_state_dict", load_sharded_optimizer_state_dict_with_state_key)
 
 
 @torch.no_grad()
@@ -192,4 +196,12 @@ def make_olmo_core_optimizer_state_init_side_effect_free() -> None:
     ``init_optimizer_state_without_stepping``; both look ``init_optimizer_state`` up by its module-level name."""
     import olmo_core.distributed.checkpoint
 
-    olmo_core.distributed.checkpoint.init_optimizer_state = init_optimizer_state_without_stepping
+    replace_upstream(olmo_core.distributed.checkpoint, "init_optimizer_state", init_optimizer_state_without_stepping)
+
+
+def replace_upstream(module: ModuleType, name: str, replacement: Any) -> None:
+    """Set ``module.name`` to ``replacement`` (idempotent), keeping the upstream object in ``REPLACED_UPSTREAM``."""
+    current = getattr(module, name)
+    if current is not replacement:
+        REPLACED_UPSTREAM.setdefault(f"{module.__name__}.{name}", current)
+        setattr(module, name, replacement)

@@ -19,7 +19,7 @@ Exit status: 0 when training finished, 128 + signal number when a signal stopped
 
 One path for every setting: the process always joins a ``torch.distributed`` group (torchrun's, or a
 one-process group when run without torchrun) and wraps the model with ``distributed_strategy``: ``ddp``
-(CPU or GPU) or ``fsdp`` (GPU). ai2-olmo 0.6.0 has no single-device strategy; DDP over one process is it.
+(CPU or GPU) or ``fsdp`` (GPU; on the CPU with precision fp32). ai2-olmo 0.6.0 has no single-device strategy; DDP over one process is it.
 """
 
 from __future__ import annotations
@@ -85,10 +85,15 @@ def check_run_settings(cfg: InjectionTrainConfig, world_size: int, device: torch
     strategy = cfg.distributed_strategy
     if strategy not in (DistributedStrategy.ddp, DistributedStrategy.fsdp):
         raise ValueError(
-            f"distributed_strategy={strategy}: allowed 'ddp' (CPU or GPU; also for one process) or 'fsdp' (GPU)"
+            f"distributed_strategy={strategy}: allowed 'ddp' (also for one process) or 'fsdp'"
         )
-    if strategy == DistributedStrategy.fsdp and device.type != "cuda":
-        raise ValueError("distributed_strategy=fsdp: needs CUDA; use 'ddp' on the CPU")
+    if strategy == DistributedStrategy.fsdp and device.type != "cuda" and cfg.precision not in (None, "fp32"):
+        # OLMo autocasts only on CUDA, so FSDP's bf16/fp16 parameters meet fp32 activations on the CPU.
+        raise ValueError(f"precision={cfg.precision}: FSDP on the CPU needs precision=fp32")
+    for name in ("sharded_checkpointer", "load_path_sharded_checkpointer"):
+        if strategy == DistributedStrategy.fsdp and getattr(cfg, name) == "local":
+            # ai2-olmo 0.6.0's LocalShardedCheckpointer raises NotImplementedError for torch >= 2.3.
+            raise ValueError(f"{name}=local: not supported with torch {torch.__version__}; use 'olmo_core' or 'torch_new'")
     if cfg.global_train_batch_size % world_size != 0:
         raise ValueError(
             f"global_train_batch_size={cfg.global_train_batch_size}: must be divisible by the world size {world_size}"
@@ -201,7 +206,7 @@ def build_model(cfg: InjectionTrainConfig, device: torch.device):
             auto_wrap_policy=model.get_fsdp_wrap_policy(cfg.fsdp.wrapping_strategy),
             use_orig_params=cfg.fsdp.use_orig_params,
             limit_all_gathers=True,
-            device_id=get_local_rank(),
+            device_id=device,
             param_init_fn=lambda module: module.to_empty(device=get_default_device()),
         )
     model.reset_parameters()

@@ -214,8 +214,8 @@ def test_bad_inputs_fail_before_training(reference_run, tmp_path):
     with pytest.raises(ValueError, match="already holds checkpoints"):
         resolve_load_path(tiny(save_folder, "try_load_latest_save=false"))
     assert resolve_load_path(tiny(save_folder)) == str(save_folder / f"step{STEPS}-unsharded")
-    with pytest.raises(ValueError, match="distributed_strategy=fsdp: needs CUDA"):
-        check_run_settings(tiny(tmp_path, "distributed_strategy=fsdp"), 1, torch.device("cpu"))
+    with pytest.raises(ValueError, match="precision=amp_bf16: FSDP on the CPU needs precision=fp32"):
+        check_run_settings(tiny(tmp_path, "distributed_strategy=fsdp", "precision=amp_bf16"), 1, torch.device("cpu"))
     with pytest.raises(ValueError, match="evaluators.0.data.paths.0='/nonexistent.npy'"):
         check_run_settings(tiny(tmp_path, "evaluators.0.data.paths=[/nonexistent.npy]"), 1, torch.device("cpu"))
     with pytest.raises(ValueError, match="global_train_batch_size=8: must be divisible by the world size 3"):
