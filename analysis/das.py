@@ -4,9 +4,16 @@ A one-dimensional rotated subspace (``pyvene.LowRankRotatedSpaceIntervention``, 
 layer and token position is trained so that swapping its coordinate from a source prompt into a base prompt
 makes the model answer the *counterfactual* comparison. For variable ``tok1`` the source carries another TOK1
 value ``v1'``: the expected label is ``v1' < v2``; for ``tok2`` it is ``v1 < v2'``. Only pairs whose expected
-label differs from the base's are used, so a model whose output the swap does not move scores ~0.5 (chance over
-the two labels) and an exact 1-D encoding of the order scores 1. Training pairs come from the task's train split,
-evaluation pairs from its test split; the interchange-intervention accuracy (IIA) is measured on the latter.
+label differs from the base's are used, so a model whose output the swap does not move scores ~0 (a model that
+answers the base correctly) to ~0.5 (a random one), and an exact 1-D encoding of the order scores 1. Training
+pairs come from the task's train split, evaluation pairs from its test split; the interchange-intervention accuracy (IIA) is measured on the latter.
+Each result also carries ``source_value_baseline``, the accuracy of guessing the expected label from the source
+value alone: IIA means an order variable only above it (see that function).
+
+The model is frozen, so two things are computed only once or not at all: the sources' representations at the
+site (``site_representations``, a forward that stops at the site, passed to pyvene as
+``source_representations``), and all logits but the label tokens' (``label_head``). A test pins both against
+pyvene's own source run with the full head.
 
 pyvene 0.1.8 already maps ``transformers``' ``OlmoForCausalLM`` (``block_output`` = output of decoder layer l),
 so no mapping is registered here; ``check_pyvene_supports`` fails loudly if an upgrade drops it.
@@ -123,7 +130,26 @@ def counterfactual_pairs(
     return np.asarray(bases), np.asarray(sources), np.asarray(labels)
 
 
-def _intervenable(model: OlmoForCausalLM, layer: int, component: str) -> pv.IntervenableModel:
+def source_value_baseline(task: Task, variable: str, train_pairs: Tuple, eval_pairs: Tuple) -> float:
+    """Accuracy on ``eval_pairs`` of a rule that sees only the source's value of ``variable``: per value, the
+    expected label most frequent among ``train_pairs`` with that source value.
+
+    The expected label depends on the source value (a large v1' makes ``v1' < v2`` unlikely), and the
+    flip-only pair selection strengthens that (about 0.94 for 100 values), so an IIA is evidence of an order
+    variable only above this baseline; a model whose site merely identifies the source token can reach it.
+    """
+    column = VARIABLES.index(variable)
+    _, train_sources, train_labels = train_pairs
+    _, eval_sources, eval_labels = eval_pairs
+    votes = np.zeros((task.num_values, 2))
+    np.add.at(votes, (task.values[train_sources, column], train_labels), 1)
+    rule = votes.argmax(axis=1)
+    return float((rule[task.values[eval_sources, column]] == eval_labels).mean())
+
+
+def rotated_intervenable(model: OlmoForCausalLM, layer: int, component: str) -> pv.IntervenableModel:
+    """pyvene's wrapper of ``model`` with one trainable rank-1 rotated-subspace intervention at (layer, component)
+    on one token position; the model's own weights are frozen."""
     config = pv.IntervenableConfig(
         representations=[pv.RepresentationConfig(layer, component, "pos", 1, low_rank_dimension=1)],
         intervention_types=pv.LowRankRotatedSpaceIntervention,
@@ -189,7 +215,7 @@ def site_representations(
     return torch.cat(captured).float()
 
 
-def _counterfactual_label_logits(
+def counterfactual_label_logits(
     intervenable: pv.IntervenableModel, base: torch.Tensor, source_representations: torch.Tensor, position: int
 ) -> torch.Tensor:
     """[n, num_labels] label logits of ``base`` prompts with the site's representation taken from the sources
@@ -208,8 +234,8 @@ def das_at(
 ) -> Dict:
     """Train one 1-D rotation at (layer, position) for ``variable`` and return its IIA and direction.
 
-    Returns ``{"layer", "position", "variable", "component", "iia", "train_iia", "direction" ([d_model] list,
-    unit norm)}``. Seeds come from ``cfg.seed``, so a call is reproducible. ``model`` is left as it was.
+    Returns ``{"layer", "position", "variable", "component", "iia", "train_iia", "source_value_baseline",
+    "direction" ([d_model] list, unit norm)}``. Seeds come from ``cfg.seed``, so a call is reproducible. ``model`` is left as it was.
     """
     check_pyvene_supports(model)
     if layer >= model.config.num_hidden_layers:
@@ -220,10 +246,11 @@ def das_at(
         "train_iia": counterfactual_pairs(task, variable, task.train_ids, cfg.num_train_pairs, rng),
         "iia": counterfactual_pairs(task, variable, task.test_ids, cfg.num_eval_pairs, rng),
     }
-    intervenable = _intervenable(model, layer, cfg.component)
+    intervenable = rotated_intervenable(model, layer, cfg.component)
     rotation = _rotation(intervenable)
     optimizer = torch.optim.Adam(rotation.parameters(), lr=cfg.learning_rate)
-    result = {"layer": layer, "position": position, "variable": variable, "component": cfg.component}
+    result = {"layer": layer, "position": position, "variable": variable, "component": cfg.component,
+              "source_value_baseline": source_value_baseline(task, variable, pairs["train_iia"], pairs["iia"])}
     with label_head(model, task.label_tokens):
         inputs = {}
         for name, (bases, sources, labels) in pairs.items():
@@ -236,7 +263,7 @@ def das_at(
             order = torch.as_tensor(rng.permutation(len(labels)))
             for start in range(0, len(order), cfg.batch_size):
                 batch = order[start : start + cfg.batch_size]
-                logits = _counterfactual_label_logits(intervenable, base_tokens[batch], source_reps[batch], position)
+                logits = counterfactual_label_logits(intervenable, base_tokens[batch], source_reps[batch], position)
                 loss = F.cross_entropy(logits.float(), labels[batch])
                 optimizer.zero_grad()
                 loss.backward()
@@ -246,7 +273,7 @@ def das_at(
                 correct = 0
                 for start in range(0, len(labels), cfg.batch_size):
                     batch = slice(start, start + cfg.batch_size)
-                    logits = _counterfactual_label_logits(intervenable, base_tokens[batch], source_reps[batch], position)
+                    logits = counterfactual_label_logits(intervenable, base_tokens[batch], source_reps[batch], position)
                     correct += int((logits.argmax(-1) == labels[batch]).sum())
                 result[name] = correct / len(labels)
     direction = rotation.rotate_layer.weight.detach()[:, 0].float()

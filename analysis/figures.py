@@ -116,7 +116,8 @@ def learning_order(runs: Sequence[RunLog], task: str, out_dir: Path, threshold: 
     right.set_xscale("log")
     right.set_xlabel("gap N (N instances every N batches)")
     right.set_ylabel("final task test loss")
-    right.legend(fontsize=6)
+    if gap_rows:  # runs without a gap schedule leave this panel empty
+        right.legend(fontsize=6)
     return _write(fig, rows, out_dir, "fig6_learning_order", {"task": task, "threshold": threshold})
 
 

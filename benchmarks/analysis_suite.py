@@ -93,6 +93,8 @@ def main() -> None:
     print(f"{'total':>28}: {timings['total']:8.2f} s")
     summary = {"timings_s": timings, "max_logit_difference": difference, "probe_r2": probe["r2"],
                "fourier_total_modes": fourier["total_modes"], "das_best_iia": das["best"]["iia"],
+               "das_sites": [{k: r[k] for k in ("layer", "position", "variable", "iia", "source_value_baseline")}
+                             for r in das["results"]],
                "das_layers": args.das_layers, "threads": torch.get_num_threads(),
                "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()}}
     print(f"load average (1, 5, 15 min) before {load_before}, after {os.getloadavg()}")

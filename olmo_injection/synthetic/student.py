@@ -3,8 +3,8 @@
 All widths of a sweep live in one pair of tensors. The encoders are stacked row-wise: width ``N_i`` owns rows
 ``offsets[i] .. offsets[i+1]-1`` of ``encoder`` (total rows R = sum_i N_i, shape (R, d)), and the decoders
 are padded within buckets of similar widths. One matmul computes every width's hidden layer (no compute on rows
-a width does not have); the decoder step then runs as one batched matmul over the widths of a bucket per
-task. Widths never mix: width i's prediction reads only its own rows, so its loss (and hence gradient)
+a width does not have); the batch is cut into single-task chunks, so the decoder step runs as one batched
+matmul per bucket over all chunks and all widths of the bucket. Widths never mix: width i's prediction reads only its own rows, so its loss (and hence gradient)
 depends only on its own parameters.
 """
 
@@ -58,7 +58,7 @@ class BatchedStudent(nn.Module):
     """Linear-bottleneck regressors of several widths sharing one parameter layout.
 
     ``encoder`` (R, d) stacks every width's encoder rows. The widths are grouped into buckets of similar size
-    (``width_buckets``); ``decoders[b]`` (K, widths in bucket b, m, widest in bucket b) holds those widths'
+    (``width_buckets``); ``decoders[b]`` (widths in bucket b, K, m, widest in bucket b) holds those widths'
     per-task decoders, zero beyond each width's N columns. The padding entries stay exactly zero because they
     only ever meet zero hidden units (zero gradient, and AdamW maps a zero parameter with zero gradient to zero).
     """
@@ -75,9 +75,9 @@ class BatchedStudent(nn.Module):
         self.decoders = nn.ParameterList()
         self.bucket_of_width, self.slot_of_width = [], []
         for number, bucket in enumerate(self.buckets):
-            padded = torch.zeros(num_tasks, len(bucket), block_dim, self.bucket_width[number], dtype=dtype)
+            padded = torch.zeros(len(bucket), num_tasks, block_dim, self.bucket_width[number], dtype=dtype)
             for slot, index in enumerate(bucket):
-                padded[:, slot, :, :self.widths[index]] = parts[index][1]
+                padded[slot, :, :, :self.widths[index]] = parts[index][1]
                 self.bucket_of_width.append(number)
                 self.slot_of_width.append(slot)
             self.decoders.append(nn.Parameter(padded))
@@ -85,67 +85,85 @@ class BatchedStudent(nn.Module):
         position_in_width = torch.arange(self.offsets[-1]) - torch.tensor(self.offsets[:-1])[width_of_row]
         slot_of_row = torch.tensor(self.slot_of_width)[width_of_row]
         self.register_buffer("width_of_row", width_of_row, persistent=False)
-        self.register_buffer("padded_position", slot_of_row * torch.tensor(self.bucket_width)[
-            torch.tensor(self.bucket_of_width)[width_of_row]] + position_in_width, persistent=False)
+        bucket_start = np.concatenate([[0], np.cumsum([len(b) * w for b, w in zip(self.buckets, self.bucket_width)])])
+        self.padded_columns = int(bucket_start[-1])
+        bucket_of_row = torch.tensor(self.bucket_of_width)[width_of_row]
+        # Column of every encoder row in the hidden layer padded per bucket (bucket after bucket, each laid out
+        # as (widths in bucket, widest in bucket)).
+        self.register_buffer("padded_position", torch.tensor(bucket_start[:-1])[bucket_of_row]
+                             + slot_of_row * torch.tensor(self.bucket_width)[bucket_of_row] + position_in_width,
+                             persistent=False)
 
     @property
     def num_widths(self) -> int:
         return len(self.widths)
 
-    def padded_hidden(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """Hidden units per bucket: (B, widths in bucket, widest in bucket), zero beyond each width's N."""
-        hidden = x @ self.encoder.T                                   # (B, R): all widths in one matmul
-        per_bucket = []
-        for bucket, width in zip(self.buckets, self.bucket_width):
-            rows = slice(self.offsets[bucket[0]], self.offsets[bucket[-1] + 1])
-            padded = hidden.new_zeros(hidden.shape[0], len(bucket) * width)
-            padded = padded.index_copy(1, self.padded_position[rows], hidden[:, rows])
-            per_bucket.append(padded.view(-1, len(bucket), width))
-        return per_bucket
+    def _chunk_layout(self, tasks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, int]:
+        """Where each row goes when the batch is cut into single-task chunks of ``rows_per_chunk`` rows.
 
-    def grouped_predictions(self, x: torch.Tensor, tasks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Predictions with the batch regrouped by task: returns (order, predictions (num_widths, B, m)) where
-        column b of the predictions belongs to row ``order[b]`` of the batch.
-
-        Grouping lets each task's decoders act on all of its rows and all widths of a bucket in one batched
-        matmul; the Python loops run over the K tasks present and the few buckets, never over widths.
+        Returns (slot of every batch row in the chunked layout (B,), task of every chunk (C,), rows per chunk).
+        Chunks of ceil(B / K) rows keep the padding to at most K - 1 rows per chunk size over the batch (so the
+        chunked layout has fewer than 2 B rows) while every chunk needs only one decoder, which lets one
+        batched matmul per bucket replace a Python loop over tasks.
         """
+        num_tasks = self.decoders[0].shape[1]
+        rows_per_chunk = -(-tasks.shape[0] // num_tasks)
+        counts = torch.bincount(tasks, minlength=num_tasks)
+        chunks_per_task = -(-counts // rows_per_chunk)
+        chunk_task = torch.repeat_interleave(torch.arange(num_tasks, device=tasks.device), chunks_per_task)
         order = torch.argsort(tasks, stable=True)
-        counts = torch.bincount(tasks, minlength=self.decoders[0].shape[0]).tolist()
-        present = [task for task, count in enumerate(counts) if count]
-        bucket_outputs = []
-        for hidden, decoders in zip(self.padded_hidden(x[order]), self.decoders):
-            # unbind/split once: per-task indexing or slicing would make autograd allocate a full-size
-            # gradient buffer for every task present.
-            per_task_decoders = decoders.unbind(0)
-            per_task_hidden = torch.split(hidden.transpose(0, 1), [counts[task] for task in present], dim=1)
-            bucket_outputs.append(torch.cat([torch.bmm(rows, per_task_decoders[task].transpose(1, 2))
-                                             for task, rows in zip(present, per_task_hidden)], dim=1))
-        return order, torch.cat(bucket_outputs, dim=0)
+        first_row_of_task = torch.cumsum(counts, 0) - counts
+        rank_in_task = torch.empty_like(order)
+        rank_in_task[order] = torch.arange(tasks.shape[0], device=tasks.device) - first_row_of_task[tasks[order]]
+        first_chunk_of_task = torch.cumsum(chunks_per_task, 0) - chunks_per_task
+        slot = first_chunk_of_task[tasks] * rows_per_chunk + rank_in_task
+        return slot, chunk_task, rows_per_chunk
+
+    def predictions(self, x: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        """Every width's prediction for every row: x (B, d), tasks (B,) -> (num_widths, B, m).
+
+        One matmul gives all widths' hidden units; the rows are then laid out in single-task chunks
+        (``_chunk_layout``) and the hidden units padded per bucket, so each bucket's decoders act on all chunks
+        and all its widths in one batched matmul. No Python loop runs over tasks or widths, only over the few
+        buckets.
+        """
+        slot, chunk_task, rows_per_chunk = self._chunk_layout(tasks)
+        chunked_rows = chunk_task.shape[0] * rows_per_chunk
+        hidden = x @ self.encoder.T                                   # (B, R): all widths in one matmul
+        padded = hidden.new_zeros(x.shape[0], self.padded_columns).index_copy(1, self.padded_position, hidden)
+        # One split (not a slice per bucket): its backward is one cat, not a full-size zero buffer per bucket.
+        per_bucket = torch.split(padded, [len(bucket) * width for bucket, width in zip(self.buckets, self.bucket_width)], 1)
+        outputs = []
+        for bucket, width, decoders, hidden_part in zip(self.buckets, self.bucket_width, self.decoders, per_bucket):
+            # (widths in bucket, chunks * rows per chunk, widest): the layout bmm wants, built in one copy.
+            rows = hidden_part.new_zeros(len(bucket), chunked_rows, width).index_copy(
+                1, slot, hidden_part.view(-1, len(bucket), width).transpose(0, 1))
+            per_chunk_decoders = decoders.index_select(1, chunk_task)   # (widths in bucket, C, m, widest)
+            products = torch.bmm(rows.view(-1, rows_per_chunk, width), per_chunk_decoders.flatten(0, 1).transpose(1, 2))
+            outputs.append(products.view(len(bucket), chunked_rows, -1))
+        return torch.cat(outputs, dim=0).index_select(1, slot)
 
     def forward(self, x: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """Predictions of every width: x (B, d), tasks (B,) -> (B, m, num_widths), in the batch's row order."""
-        order, grouped = self.grouped_predictions(x, tasks)
-        predictions = torch.empty_like(grouped)
-        predictions[:, order] = grouped
-        return predictions.permute(1, 2, 0)
+        return self.predictions(x, tasks).permute(1, 2, 0)
 
     def per_width_loss(self, x: torch.Tensor, tasks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Each width's batch mean of the squared error summed over the m outputs. Shape (num_widths,)."""
-        order, grouped = self.grouped_predictions(x, tasks)
-        return (grouped - targets[order]).pow(2).sum(dim=2).mean(dim=1)
+        return (self.predictions(x, tasks) - targets).square().sum(dim=2).mean(dim=1)
 
     def width_parameters(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Detached (encoder (N, d), decoders (K, m, N)) of the ``index``-th width."""
         rows = slice(self.offsets[index], self.offsets[index + 1])
         decoders = self.decoders[self.bucket_of_width[index]].detach()
-        return self.encoder.detach()[rows], decoders[:, self.slot_of_width[index], :, :self.widths[index]]
+        return self.encoder.detach()[rows], decoders[self.slot_of_width[index], :, :, :self.widths[index]]
 
     def per_width_grad_norm(self) -> torch.Tensor:
         """Euclidean norm of each width's own gradient (encoder rows and decoders). Shape (num_widths,)."""
-        encoder_sq = self.encoder.grad.pow(2).sum(dim=1)
+        # vector_norm reduces without materialising the squared gradient (a square() here cost as much as AdamW).
+        encoder_sq = torch.linalg.vector_norm(self.encoder.grad, dim=1).square()
         squared = encoder_sq.new_zeros(self.num_widths).index_add(0, self.width_of_row, encoder_sq)
-        decoder_sq = torch.cat([decoders.grad.pow(2).sum(dim=(0, 2, 3)) for decoders in self.decoders])
+        decoder_sq = torch.cat([torch.linalg.vector_norm(decoders.grad, dim=(1, 2, 3)).square()
+                                for decoders in self.decoders])
         return (squared + decoder_sq).sqrt()
 
     def clip_grad_norm_per_width_(self, max_norm: float) -> torch.Tensor:
@@ -158,5 +176,5 @@ class BatchedStudent(nn.Module):
         coefficient = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
         self.encoder.grad.mul_(coefficient[self.width_of_row][:, None])
         for bucket, decoders in zip(self.buckets, self.decoders):
-            decoders.grad.mul_(coefficient[bucket][None, :, None, None])
+            decoders.grad.mul_(coefficient[bucket][:, None, None, None])
         return norms

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from olmo_injection.config import InjectionTrainConfig
 
-from .planted_models import tiny_model_config
+from planted_analysis_models import tiny_model_config
 
 
 def _free_port() -> int:

@@ -10,7 +10,9 @@ from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from analysis.checkpoint_loading import checkpoint_step, find_checkpoints, load_checkpoint
-from analysis.hf_conversion import assert_same_logits, convert_to_hf
+from analysis.hf_conversion import assert_same_logits, convert_to_hf, hf_config
+
+from planted_analysis_models import tiny_model_config
 
 
 def _save(cfg, wrapper, checkpointer_class, name):
@@ -45,8 +47,6 @@ def test_saved_checkpoint_restores_and_converts(single_process_group, tiny_train
 
 def test_logit_check_raises_on_a_wrong_mapping():
     torch.manual_seed(0)
-    from .planted_models import tiny_model_config
-
     model = OLMo(tiny_model_config()).eval()
     hf = convert_to_hf(model)
     with torch.no_grad():  # swapping SwiGLU's halves is the mistake the check exists for
@@ -58,8 +58,6 @@ def test_logit_check_raises_on_a_wrong_mapping():
 
 
 def test_unconvertible_option_is_named():
-    from analysis.hf_conversion import hf_config
-    from .planted_models import tiny_model_config
 
     with pytest.raises(ValueError, match="layer_norm_with_affine"):
         hf_config(tiny_model_config(layer_norm_with_affine=True))
@@ -77,8 +75,11 @@ def test_find_checkpoints_prefers_unsharded_and_sorts(tmp_path):
 
 def test_olmo_remote_reader_still_unusable_with_this_torch(tmp_path):
     """Pins why checkpoint_loading reads new-style sharded checkpoints with torch's FileSystemReader: if this
-    starts passing (OLMo or torch fixed), ``olmo.checkpoint.load_model_state`` can be used again."""
-    from olmo.checkpoint import RemoteFileSystemReader
+    starts passing (OLMo or torch fixed), ``olmo.checkpoint.load_model_state`` can be used again. The upstream
+    class is checked even after a training run in this process has replaced it (``olmo_patches``)."""
+    import olmo.checkpoint
+    from olmo_injection.olmo_patches import REPLACED_UPSTREAM
 
+    upstream = REPLACED_UPSTREAM.get("olmo.checkpoint.RemoteFileSystemReader", olmo.checkpoint.RemoteFileSystemReader)
     with pytest.raises(TypeError, match="abstract"):
-        RemoteFileSystemReader(str(tmp_path))
+        upstream(str(tmp_path))

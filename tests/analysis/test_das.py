@@ -7,11 +7,23 @@ import pytest
 import torch
 from olmo.model import OLMo
 
-from analysis.das import DasConfig, counterfactual_pairs, das_at, das_sweep, load_direction, save_direction
+from analysis.das import (
+    DasConfig,
+    counterfactual_label_logits,
+    counterfactual_pairs,
+    das_at,
+    das_sweep,
+    label_head,
+    load_direction,
+    rotated_intervenable,
+    save_direction,
+    site_representations,
+    source_value_baseline,
+)
 from analysis.hf_conversion import convert_to_hf
-from analysis.task_prompts import cmp_label_index
+from analysis.task_prompts import cmp_label_index, prompt_ids
 
-from .planted_models import planted_order_model, synthetic_task, tiny_model_config
+from planted_analysis_models import planted_order_model, synthetic_task, tiny_model_config
 
 FAST = dict(num_train_pairs=512, num_eval_pairs=256, epochs=4, batch_size=64, learning_rate=1e-2)
 
@@ -32,10 +44,44 @@ def test_counterfactual_labels_follow_the_swapped_value(cmp_task):
         assert (labels != cmp_task.label_index[bases]).all()  # only pairs whose answer the swap changes
 
 
+def test_source_value_baseline_shows_how_much_the_source_value_alone_predicts():
+    task = synthetic_task("cmp", 100)
+    rng = np.random.default_rng(0)
+    train = counterfactual_pairs(task, "tok1", task.train_ids, 4000, rng)
+    test = counterfactual_pairs(task, "tok1", task.test_ids, 2000, rng)
+    assert source_value_baseline(task, "tok1", train, test) > 0.85  # the caveat the baseline exists for
+    shuffled = (*test[:2], rng.permutation(test[2]))
+    assert abs(source_value_baseline(task, "tok1", train, shuffled) - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("component", ["block_output", "block_input"])
+@pytest.mark.parametrize("layer, position", [(0, 0), (1, 1)])
+def test_precomputed_sources_and_label_head_give_pyvenes_own_counterfactual_logits(cmp_task, component, layer, position):
+    """das_at's two shortcuts (sources' site representations computed once, stopping at the site; a head holding
+    only the label rows) must not change what pyvene computes from the source prompts with the full head."""
+    torch.manual_seed(0)
+    hf = convert_to_hf(OLMo(tiny_model_config()).eval())
+    full_head = hf.lm_head
+    intervenable = rotated_intervenable(hf, layer, component)
+    base, source = prompt_ids(cmp_task, range(12)), prompt_ids(cmp_task, range(100, 112))
+    locations = [[[position]] * len(base)]
+    with torch.no_grad():
+        _, reference = intervenable({"input_ids": base}, [{"input_ids": source}], {"sources->base": (locations, locations)})
+        reference = reference.logits[:, -1, torch.as_tensor(cmp_task.label_tokens)]
+        unintervened = hf(input_ids=base).logits[:, -1, torch.as_tensor(cmp_task.label_tokens)]
+        with label_head(hf, cmp_task.label_tokens):
+            representations = site_representations(hf, source, layer, component, position, batch_size=5)
+            shortcut = counterfactual_label_logits(intervenable, base, representations, position)
+    assert representations.shape == (12, 1, 32)
+    torch.testing.assert_close(shortcut, reference, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(reference, unintervened, atol=1e-4)  # the intervention did something
+    assert hf.lm_head is full_head
+
+
 def test_planted_direction_is_found_with_iia_near_one(cmp_task, tmp_path):
     model, planted = planted_order_model(cmp_task)
     result = das_at(convert_to_hf(model), cmp_task, layer=0, position=0, variable="tok1", cfg=DasConfig(**FAST))
-    assert result["iia"] >= 0.95
+    assert result["iia"] >= 0.95 and result["iia"] > result["source_value_baseline"]
     assert abs(float(torch.tensor(result["direction"]) @ planted)) > 0.8
     save_direction(result, tmp_path / "direction")
     loaded = load_direction(tmp_path / "direction.pt")

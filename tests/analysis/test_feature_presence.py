@@ -8,7 +8,7 @@ import torch
 
 from analysis.feature_presence import FeaturePresenceConfig, feature_presence, pca_probe_r2
 
-from .planted_models import planted_order_model, synthetic_task
+from planted_analysis_models import planted_order_model, synthetic_task
 
 
 def _planted(rng, noise_only: bool):

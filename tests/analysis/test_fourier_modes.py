@@ -9,7 +9,7 @@ from olmo.model import OLMo
 
 from analysis.fourier_modes import FourierConfig, fourier_basis, fourier_modes, detected_modes, uniform_shares
 
-from .planted_models import synthetic_task, tiny_model_config
+from planted_analysis_models import synthetic_task, tiny_model_config
 
 
 def test_basis_is_orthonormal_and_counts_nyquist_once():

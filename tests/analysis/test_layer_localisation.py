@@ -9,7 +9,7 @@ from olmo.model import OLMo
 from analysis.layer_localisation import LocalisationConfig, mlp_ablation, task_neuron_gradients, task_neurons
 from analysis.task_prompts import label_position_logits, prompt_ids
 
-from .planted_models import planted_order_model, synthetic_task, tiny_model_config
+from planted_analysis_models import planted_order_model, synthetic_task, tiny_model_config
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from analysis.run_table import model_params
 from analysis.wandb_logs import find_offline_runs, read_offline_run
 from olmo_injection import metric_names as M
 
-from .planted_models import tiny_model_config
+from planted_analysis_models import tiny_model_config
 
 
 def _log_run(folder, name, d_model, instances_per_token, gap=None, steps=6):

@@ -72,3 +72,18 @@ def test_the_module_stands_alone_without_olmo_or_the_trainer():
             "print([m for m in sys.modules if m.split('.')[0] in ('olmo', 'wandb', 'pyvene', 'transformers') "
             "or m in ('olmo_injection.config', 'olmo_injection.hooks')])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_injection_trace_takes_the_peak_after_the_injection_step_and_the_decay_from_it():
+    from olmo_injection.synthetic.experiments.retention import injection_trace, peak_offsets, summarise_trace
+
+    gap = 10
+    steps = [0, 9, 10, 11, 12, 14, 18, 19]
+    assert set(peak_offsets(gap)) == {0, 1, 2, 4, 8}
+    signal = np.array([[0.0], [0.0], [0.1], [0.3], [0.5], [0.4], [0.2], [0.1]])  # peaks 2 steps after step 10
+    trace = injection_trace(steps, signal, gap)
+    assert trace["steps"].tolist() == [10]
+    stats = summarise_trace(trace)
+    assert stats["mean_rise_per_injection"][0] == pytest.approx(0.1)
+    assert stats["mean_rise_to_peak"][0] == pytest.approx(0.5)
+    assert stats["mean_change_from_peak_to_next_injection"][0] == pytest.approx(-0.4)
