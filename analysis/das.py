@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
-import pyvene as pv
-from pyvene.models.modeling_utils import get_module_hook
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -100,7 +98,7 @@ def check_pyvene_supports(model: OlmoForCausalLM) -> None:
     from pyvene.models.intervenable_modelcard import type_to_module_mapping
 
     if type(model) not in type_to_module_mapping:
-        raise RuntimeError(f"pyvene {getattr(pv, '__version__', '?')} has no module mapping for {type(model).__name__}")
+        raise RuntimeError(f"pyvene {getattr(_pyvene(), '__version__', '?')} has no module mapping for {type(model).__name__}")
 
 
 def counterfactual_pairs(
@@ -147,9 +145,17 @@ def source_value_baseline(task: Task, variable: str, train_pairs: Tuple, eval_pa
     return float((rule[task.values[eval_sources, column]] == eval_labels).mean())
 
 
-def rotated_intervenable(model: OlmoForCausalLM, layer: int, component: str) -> pv.IntervenableModel:
+def _pyvene():
+    # Imported on first use: pyvene prints a notice on import, which every ``olmo-inject`` call would show.
+    import pyvene
+
+    return pyvene
+
+
+def rotated_intervenable(model: OlmoForCausalLM, layer: int, component: str) -> "pyvene.IntervenableModel":
     """pyvene's wrapper of ``model`` with one trainable rank-1 rotated-subspace intervention at (layer, component)
     on one token position; the model's own weights are frozen."""
+    pv = _pyvene()
     config = pv.IntervenableConfig(
         representations=[pv.RepresentationConfig(layer, component, "pos", 1, low_rank_dimension=1)],
         intervention_types=pv.LowRankRotatedSpaceIntervention,
@@ -159,7 +165,7 @@ def rotated_intervenable(model: OlmoForCausalLM, layer: int, component: str) -> 
     return intervenable
 
 
-def _rotation(intervenable: pv.IntervenableModel) -> torch.nn.Module:
+def _rotation(intervenable: "pyvene.IntervenableModel") -> torch.nn.Module:
     (intervention,) = intervenable.interventions.values()
     return intervention
 
@@ -195,7 +201,9 @@ def site_representations(
     The module and hook are pyvene's own for the site; the forward stops there. The model is frozen during
     DAS, so a source's representation is computed once instead of once per optimiser step.
     """
-    hook_of = get_module_hook(model, pv.RepresentationConfig(layer, component, "pos", 1))
+    from pyvene.models.modeling_utils import get_module_hook
+
+    hook_of = get_module_hook(model, _pyvene().RepresentationConfig(layer, component, "pos", 1))
     captured = []
 
     def capture(_module, args, kwargs, output=None):
@@ -216,7 +224,7 @@ def site_representations(
 
 
 def counterfactual_label_logits(
-    intervenable: pv.IntervenableModel, base: torch.Tensor, source_representations: torch.Tensor, position: int
+    intervenable: "pyvene.IntervenableModel", base: torch.Tensor, source_representations: torch.Tensor, position: int
 ) -> torch.Tensor:
     """[n, num_labels] label logits of ``base`` prompts with the site's representation taken from the sources
     (inside ``label_head``, the model's logits are the label logits)."""
