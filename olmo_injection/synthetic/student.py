@@ -102,8 +102,8 @@ class BatchedStudent(nn.Module):
         """Where each row goes when the batch is cut into single-task chunks of ``rows_per_chunk`` rows.
 
         Returns (slot of every batch row in the chunked layout (B,), task of every chunk (C,), rows per chunk).
-        Chunks of ceil(B / K) rows keep the padding to at most K - 1 rows per chunk size over the batch (so the
-        chunked layout has fewer than 2 B rows) while every chunk needs only one decoder, which lets one
+        With chunks of ceil(B / K) rows each task present leaves fewer than ceil(B / K) slots empty, so the layout
+        has fewer than B + K ceil(B / K) (about 2 B) rows; every chunk needs only one decoder, which lets one
         batched matmul per bucket replace a Python loop over tasks.
         """
         num_tasks = self.decoders[0].shape[1]

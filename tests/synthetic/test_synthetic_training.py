@@ -82,3 +82,14 @@ def test_training_reduces_loss_and_records_every_evaluation(tiny_config):
     first, last = result.measurements[0], result.final
     assert np.all(last.task_loss.sum(axis=1) < first.task_loss.sum(axis=1))
     assert last.normalised_loss.shape == (3, tiny_config.mixture.num_tasks)
+
+
+def test_chunk_layout_puts_each_row_in_its_own_tasks_chunk_without_collisions(tiny_config):
+    mix = tiny_config.mixture
+    student = BatchedStudent((2, 5), mix.ambient_dim, mix.num_tasks, mix.block_dim, 0, torch.float64)
+    tasks = torch.tensor([3, 0, 0, 0, 0, 0, 0, 2, 0, 3])            # B = 10, K = 4: chunks of 3 rows
+    slot, chunk_task, rows_per_chunk = student._chunk_layout(tasks)
+    assert rows_per_chunk == 3
+    assert chunk_task.tolist() == [0, 0, 0, 2, 3]                   # 7 rows of task 0 need 3 chunks
+    assert len(set(slot.tolist())) == len(tasks)
+    assert torch.equal(chunk_task[slot // rows_per_chunk], tasks)
