@@ -238,9 +238,9 @@ def _two_rank_worker(rank: int, world_size: int, init_file: str, expected_refere
 
 def test_two_ranks_match_ddp_averaged_gradient(tmp_path):
     expected_reference = task_reference_gradient(tiny_model(), task_instances(10, seed=4), NEURONS)
-    # fork: the workers inherit the imported modules instead of importing torch and OLMo again.
+    # spawn, not fork: a child forked after torch's OpenMP pool has run can deadlock (it hung a CI run).
     args = (2, str(tmp_path / "init"), expected_reference)
-    mp.start_processes(_two_rank_worker, args=args, nprocs=2, start_method="fork")
+    mp.start_processes(_two_rank_worker, args=args, nprocs=2, start_method="spawn")
 
 
 def test_offline_cosines_for_a_checkpoint_match_autograd():
