@@ -1,14 +1,22 @@
-"""g = g_t + g_nt on the task neurons against autograd, on a tiny real OLMo model (CPU, gloo for two ranks)."""
+"""g = g_t + g_nt on the task neurons against autograd, on a tiny real OLMo model (CPU, gloo for two ranks).
+
+Run as a script (``torchrun --standalone --nproc_per_node=2 tests/test_grad_decomposition.py``) it is one rank
+of the two-rank test.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import types
+from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from olmo.config import ModelConfig
 from olmo.model import OLMo
@@ -217,10 +225,14 @@ def test_capture_refuses_a_forward_without_queued_mask_and_removes_hooks():
         capture.gradients()
 
 
-def _two_rank_worker(rank: int, world_size: int, init_file: str, expected_reference: torch.Tensor) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+def two_rank_worker() -> None:
+    """One rank of the torchrun test: our decomposition equals the DDP-averaged gradient on every rank."""
+    # A collective that never completes raises after two minutes instead of gloo's default thirty.
+    dist.init_process_group("gloo", timeout=timedelta(minutes=2))
     try:
         torch.set_num_threads(1)
+        rank = dist.get_rank()
+        expected_reference = task_reference_gradient(tiny_model(), task_instances(10, seed=4), NEURONS)
         model = tiny_model()
         dist_model = DistributedDataParallel(model)
         batch, mask = injected_batch(4, injected_rows=[rank], seed=10 + rank)
@@ -236,11 +248,12 @@ def _two_rank_worker(rank: int, world_size: int, init_file: str, expected_refere
         dist.destroy_process_group()
 
 
-def test_two_ranks_match_ddp_averaged_gradient(tmp_path):
-    expected_reference = task_reference_gradient(tiny_model(), task_instances(10, seed=4), NEURONS)
-    # spawn, not fork: a child forked after torch's OpenMP pool has run can deadlock (it hung a CI run).
-    args = (2, str(tmp_path / "init"), expected_reference)
-    mp.start_processes(_two_rank_worker, args=args, nprocs=2, start_method="spawn")
+def test_two_ranks_match_ddp_averaged_gradient():
+    # torchrun in a subprocess (as the other two-process tests): a hung rank becomes a timeout, never a stuck CI.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def test_offline_cosines_for_a_checkpoint_match_autograd():
@@ -269,3 +282,7 @@ def test_offline_cosines_for_a_checkpoint_match_autograd():
     for key, part in ((mn.GRAD_COS_T_REF, task_part), (mn.GRAD_COS_NT_REF, non_task_part)):
         expected = F.cosine_similarity(part.flatten(), reference.flatten(), dim=0)
         assert metrics[key] == pytest.approx(float(expected), abs=1e-5)
+
+
+if __name__ == "__main__":
+    two_rank_worker()
