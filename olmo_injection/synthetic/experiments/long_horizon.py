@@ -43,22 +43,31 @@ def run(config: SyntheticConfig, out_dir: Path, progress: bool = True) -> dict:
     middle = len(result.steps) // 2
     summary = dict(steps=int(result.steps[-1]), per_width={})
     for i, n in enumerate(widths):
+        entry = dict(above_capacity_tasks=int(above[i].sum()),
+                     predicted_within_capacity_loss=float(predicted[i, ~above[i]].mean()),
+                     within_capacity_loss_at_middle=float(result.measurements[middle].normalised_loss[i, ~above[i]].mean()),
+                     within_capacity_loss_at_end=float(result.final.normalised_loss[i, ~above[i]].mean()))
         if above[i].any():
-            summary["per_width"][int(n)] = dict(
-                above_capacity_tasks=int(above[i].sum()),
+            entry.update(
                 predicted_above_capacity_loss=float(predicted[i, above[i]].mean()),
                 above_capacity_loss_at_middle=float(result.measurements[middle].normalised_loss[i, above[i]].mean()),
                 above_capacity_loss_at_end=float(result.final.normalised_loss[i, above[i]].mean()),
                 above_capacity_corrected_signal_at_end=float(result.final.corrected_signal[i, above[i]].mean()))
+        summary["per_width"][int(n)] = entry
     write_records(out_dir, NAME, config.to_dict(), summary, rows)
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for i, n in enumerate(widths):
-        if above[i].any():
-            values = [r["above_capacity_mean_normalised_loss"] for r in rows if r["width"] == n]
-            line = axis.plot(result.steps, values, "o-", label=f"N={n}: tasks above capacity, measured")[0]
-            axis.axhline(predicted[i, above[i]].mean(), color=line.get_color(), ls="--",
-                         label=f"N={n}: Thm 3 prediction")
-    axis.set(xscale="symlog", xlabel="step", ylabel="mean normalised loss", title="above-capacity tasks vs horizon")
-    axis.legend(fontsize=7)
+    # Step 0 (the random initialisation, loss far above 1) is left out so the axes show the approach to the plateau.
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for group, axis in (("above", axes[0]), ("within", axes[1])):
+        for i, n in enumerate(widths):
+            tasks = above[i] if group == "above" else ~above[i]
+            if not tasks.any():
+                continue
+            steps, values = zip(*[(r["step"], r[f"{group}_capacity_mean_normalised_loss"]) for r in rows
+                                  if r["width"] == n and r["step"] > 0])
+            line = axis.plot(steps, values, "o-", label=f"N={n} measured ({int(tasks.sum())} tasks)")[0]
+            axis.axhline(predicted[i, tasks].mean(), color=line.get_color(), ls="--", label=f"N={n} Thm 3")
+        axis.set(xscale="log", xlabel="step", ylabel="mean normalised loss",
+                 title=f"tasks {group} capacity (n_k(N) {'= 0' if group == 'above' else '> 0'})")
+        axis.legend(fontsize=7)
     save_figure(figure, out_dir, NAME)
     return summary
