@@ -39,10 +39,11 @@ def task_signal(leverage: torch.Tensor, spectra: torch.Tensor) -> torch.Tensor:
 
 def corrected_signal(signal: torch.Tensor, width: int, ambient_dim: int) -> torch.Tensor:
     """s~_k = (s_k - E[s_k]) / (1 - E[s_k]) with E[s_k] = N/d for a uniformly random N-dim subspace.
-    0 at the random baseline, 1 at full capture; defined as 0 when N = d (every subspace is the whole space)."""
+    0 at the random baseline, 1 at full capture; NaN when N = d, where it is undefined (every N-dim subspace
+    is the whole space, so s_k = 1 says nothing about learning)."""
     baseline = width / ambient_dim
     if baseline >= 1.0:
-        return torch.zeros_like(signal)
+        return torch.full_like(signal, float("nan"))
     return (signal - baseline) / (1.0 - baseline)
 
 

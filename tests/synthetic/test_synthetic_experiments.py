@@ -49,6 +49,13 @@ def test_one_neuron_decay_matches_prediction(tmp_path):
         assert measured == pytest.approx(predicted, rel=0.05)
 
 
+def test_records_write_undefined_values_as_json_null(tmp_path):
+    from olmo_injection.synthetic.experiments.records import write_records
+
+    write_records(tmp_path, "r", {"a": 1}, {"s": np.array([0.5, np.nan]), "x": np.float64("nan")}, [{"v": np.nan}])
+    assert json.loads((tmp_path / "r.json").read_text())["summary"] == {"s": [0.5, None], "x": None}
+
+
 def test_bad_override_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="training.widths"):
         run_cli(["synthetic", "phase-diagram", "--out", str(tmp_path)], TINY + ["training.widths=9,3"])

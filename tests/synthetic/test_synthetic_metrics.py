@@ -48,6 +48,11 @@ def test_full_capture_and_rank_deficient_encoders():
     torch.testing.assert_close(signal_of(repeated), signal)
 
 
+def test_corrected_signal_is_undefined_at_full_width():
+    # N = d: every subspace is the whole space, s_k = 1 for any encoder, so s~ carries no information.
+    assert torch.isnan(corrected_signal(signal_of(random_encoder(D, 0)), D, D)).all()
+
+
 def test_population_loss_is_the_expectation_of_the_probe_loss():
     encoder, decoders = init_width(6, D, NUM_TASKS, BLOCK, seed=4, dtype=torch.float64)
     exact = task_losses(encoder, decoders, SPECTRA)

@@ -15,11 +15,13 @@ import numpy as np  # noqa: E402
 
 
 def _plain(value):
-    """numpy scalars/arrays -> JSON-serialisable Python values."""
+    """numpy scalars/arrays -> JSON-serialisable Python values; NaN (an undefined value) -> None (JSON null)."""
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return _plain(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -26,6 +26,7 @@ from ..training import TrainingResult, train_widths
 from .records import save_figure, write_records
 
 NAME = "residual_control"
+RESIDUAL_LINTHRESH = 1e-3  # delta_F axes are linear below this, logarithmic above
 
 
 def analyse(config: SyntheticConfig, result: TrainingResult) -> tuple:
@@ -53,8 +54,11 @@ def analyse(config: SyntheticConfig, result: TrainingResult) -> tuple:
         prop6_critical_width=n_crit,
         theorem3_critical_width=int(critical_width(utility)[rare]),
         residual_threshold=float(optimal_frequent_residual(utility, frequent, [n_crit])[0]),
-        rare_leading_feature_corrected_signal_below_critical=final.leading_feature_corrected_signal[~above, rare],
-        rare_leading_feature_corrected_signal_at_or_above_critical=final.leading_feature_corrected_signal[above, rare],
+        # {width: s~}; null at N = d, where s~ is undefined.
+        rare_leading_feature_corrected_signal_below_critical=dict(
+            zip(widths[~above].tolist(), final.leading_feature_corrected_signal[~above, rare])),
+        rare_leading_feature_corrected_signal_at_or_above_critical=dict(
+            zip(widths[above].tolist(), final.leading_feature_corrected_signal[above, rare])),
         gradient_bound_holds_at_every_width=bool(np.all(final.frequent_gradient_norm <= final.frequent_gradient_bound * (1 + 1e-9))),
     )
     return rows, summary
@@ -74,9 +78,15 @@ def plot_panels(axes, config: SyntheticConfig, rows: list, summary: dict, label:
     axes[2].plot(residual, rare, "o", color=line.get_color(), label=f"measured {label}")
     axes[2].axvline(summary["residual_threshold"], color=line.get_color(), ls=":",
                     label=f"threshold delta_F*(N_crit) {label}")
-    axes[0].set(xscale="log", yscale="log", xlabel="width N", ylabel="frequent residual delta_F")
+    # symlog: delta_F reaches exactly 0 (predicted) or rounding noise (measured) once F fits in the width.
+    axes[0].set(xscale="log", xlabel="width N", ylabel="frequent residual delta_F")
+    axes[0].set_yscale("symlog", linthresh=RESIDUAL_LINTHRESH)
     axes[1].set(xscale="log", xlabel="width N", ylabel=f"rarest task (k={summary['rare_task']}) leading-feature s~")
-    axes[2].set(xscale="log", xlabel="frequent residual delta_F", ylabel="rarest task leading-feature s~")
+    axes[2].set(xlabel="frequent residual delta_F", ylabel="rarest task leading-feature s~")
+    axes[2].set_xscale("symlog", linthresh=RESIDUAL_LINTHRESH)
+    for axis in axes[:2]:
+        axis.set_xticks(widths, [str(n) for n in widths], minor=False)
+        axis.minorticks_off()
     for axis in axes:
         axis.legend(fontsize=7)
 
