@@ -30,7 +30,10 @@ def _default_configs() -> Dict[str, Callable[[], SyntheticConfig]]:
         "phase-diagram": base,
         "complexity": lambda: SyntheticConfig(mixture=MixtureConfig(spectrum_exponent=2.0, spectrum_exponent_rarest=0.5)),
         "residual-control": base,
-        "beta-sweep": lambda: SyntheticConfig(training=TrainingConfig(widths=log_width_grid(4, 512, 8))),
+        # At beta = 2 the rarest task gets 0.16 rows per step: 6000 steps are too few for it to be learned even at
+        # N = 256 > its Theorem 3 critical width 208 (s~ = -0.24); 30000 are enough (0.88).
+        "beta-sweep": lambda: SyntheticConfig(training=TrainingConfig(widths=log_width_grid(4, 512, 8), steps=30_000,
+                                                                      eval_every=5_000)),
         # Steeper spectra (alpha = 3; the paper does not state alpha) put the rarest task's critical width at 25
         # (Prop. 6) to 46 (Theorem 3), so N = 32 sits between (learns at each injection, then is displaced) and
         # N = 256 far above (accumulates). With alpha = 1 it is 128-159 and N = 32 never leaves the random baseline.

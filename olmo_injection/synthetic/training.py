@@ -96,7 +96,7 @@ def train_widths(config: SyntheticConfig, task_sampler: Optional[TaskSampler] = 
         tasks = sampler(step, task_generator).to(device)
         x, y = sample_batch(tasks, mix, sqrt_spectra, input_generator)
         per_width_loss = student.per_width_loss(x, tasks, y)
-        optimizer.zero_grad(set_to_none=False)
+        optimizer.zero_grad(set_to_none=True)
         per_width_loss.sum().backward()
         student.clip_grad_norm_per_width_(train.grad_clip)
         optimizer.step()
