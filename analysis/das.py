@@ -6,7 +6,8 @@ makes the model answer the *counterfactual* comparison. For variable ``tok1`` th
 value ``v1'``: the expected label is ``v1' < v2``; for ``tok2`` it is ``v1 < v2'``. Only pairs whose expected
 label differs from the base's are used, so a model whose output the swap does not move scores ~0 (a model that
 answers the base correctly) to ~0.5 (a random one), and an exact 1-D encoding of the order scores 1. Training
-pairs come from the task's train split, evaluation pairs from its test split; the interchange-intervention accuracy (IIA) is measured on the latter.
+pairs come from the task's train split, evaluation pairs from its test split; the interchange-intervention
+accuracy (IIA) is measured on the latter.
 Each result also carries ``source_value_baseline``, the accuracy of guessing the expected label from the source
 value alone: IIA means an order variable only above it (see that function).
 
@@ -98,7 +99,8 @@ def check_pyvene_supports(model: OlmoForCausalLM) -> None:
     from pyvene.models.intervenable_modelcard import type_to_module_mapping
 
     if type(model) not in type_to_module_mapping:
-        raise RuntimeError(f"pyvene {getattr(_pyvene(), '__version__', '?')} has no module mapping for {type(model).__name__}")
+        version = getattr(_pyvene(), "__version__", "?")
+        raise RuntimeError(f"pyvene {version} has no module mapping for {type(model).__name__}")
 
 
 def counterfactual_pairs(
@@ -243,7 +245,8 @@ def das_at(
     """Train one 1-D rotation at (layer, position) for ``variable`` and return its IIA and direction.
 
     Returns ``{"layer", "position", "variable", "component", "iia", "train_iia", "source_value_baseline",
-    "direction" ([d_model] list, unit norm)}``. Seeds come from ``cfg.seed``, so a call is reproducible. ``model`` is left as it was.
+    "direction" ([d_model] list, unit norm)}``. Seeds come from ``cfg.seed``, so a call is reproducible.
+    ``model`` is left as it was.
     """
     check_pyvene_supports(model)
     if layer >= model.config.num_hidden_layers:

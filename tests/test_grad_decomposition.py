@@ -6,12 +6,8 @@ of the two-rank test.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import types
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +32,7 @@ from olmo_injection.grad_decomposition import (
     task_reference_gradient,
 )
 from olmo_injection.neurons import first_mlp_block, neuron_slices
+from two_ranks import run_two_ranks
 
 VOCAB = 64
 SEQ_LEN = 8
@@ -249,11 +246,7 @@ def two_rank_worker() -> None:
 
 
 def test_two_ranks_match_ddp_averaged_gradient():
-    # torchrun in a subprocess (as the other two-process tests): a hung rank becomes a timeout, never a stuck CI.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_two_ranks(__file__, timeout_s=300)
 
 
 def test_offline_cosines_for_a_checkpoint_match_autograd():

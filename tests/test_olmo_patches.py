@@ -17,7 +17,6 @@ import inspect
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, Tuple
@@ -42,6 +41,7 @@ from olmo_injection.olmo_patches import (
     load_sharded_optimizer_state_dict_with_state_key,
 )
 from olmo_injection.train import check_run_settings, load_config
+from two_ranks import run_two_ranks
 
 REPO = Path(__file__).parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
@@ -242,10 +242,7 @@ def test_upstream_local_checkpointer_cannot_save_with_this_torch(process_group, 
 def test_two_rank_fsdp_run_stopped_by_sigterm_resumes_to_identical_losses(tmp_path):
     from olmo_injection.hooks.wandb_logging import read_wandb_history
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__, str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_two_ranks(__file__, str(tmp_path), timeout_s=600)
 
     def history(folder: Path) -> Dict[int, Dict[str, float]]:
         return read_wandb_history(folder / "wandb", (folder / "wandb_run_id").read_text().strip())

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List
@@ -33,6 +32,7 @@ from olmo_injection.train import (
     resolve_load_path,
     train,
 )
+from two_ranks import run_two_ranks
 
 REPO = Path(__file__).parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
@@ -189,11 +189,7 @@ def test_run_stopped_by_sigterm_resumes_to_the_same_metrics(reference_run, tmp_p
 def test_two_process_torchrun_sees_the_same_instances_and_losses(reference_run, tmp_path):
     _, _, reference, single_rows, _ = reference_run
     stop = 4
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           __file__, str(tmp_path), f"stop_at={stop}"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_two_ranks(__file__, str(tmp_path), f"stop_at={stop}", timeout_s=600)
 
     rows = sorted(r for rank in (0, 1) for r in json.loads((tmp_path / f"injections-rank{rank}.json").read_text()))
     assert rows == sorted(r for r in single_rows if r[0] <= stop)

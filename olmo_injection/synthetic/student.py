@@ -4,8 +4,8 @@ All widths of a sweep live in one pair of tensors. The encoders are stacked row-
 ``offsets[i] .. offsets[i+1]-1`` of ``encoder`` (total rows R = sum_i N_i, shape (R, d)), and the decoders
 are padded within buckets of similar widths. One matmul computes every width's hidden layer (no compute on rows
 a width does not have); the batch is cut into single-task chunks, so the decoder step runs as one batched
-matmul per bucket over all chunks and all widths of the bucket. Widths never mix: width i's prediction reads only its own rows, so its loss (and hence gradient)
-depends only on its own parameters.
+matmul per bucket over all chunks and all widths of the bucket. Widths never mix: width i's prediction reads
+only its own rows, so its loss (and hence gradient) depends only on its own parameters.
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ class BatchedStudent(nn.Module):
         hidden = x @ self.encoder.T                                   # (B, R): all widths in one matmul
         padded = hidden.new_zeros(x.shape[0], self.padded_columns).index_copy(1, self.padded_position, hidden)
         # One split (not a slice per bucket): its backward is one cat, not a full-size zero buffer per bucket.
-        per_bucket = torch.split(padded, [len(bucket) * width for bucket, width in zip(self.buckets, self.bucket_width)], 1)
+        bucket_columns = [len(bucket) * width for bucket, width in zip(self.buckets, self.bucket_width)]
+        per_bucket = torch.split(padded, bucket_columns, 1)
         outputs = []
         for bucket, width, decoders, hidden_part in zip(self.buckets, self.bucket_width, self.decoders, per_bucket):
             # (widths in bucket, chunks * rows per chunk, widest): the layout bmm wants, built in one copy.

@@ -66,7 +66,8 @@ def test_precomputed_sources_and_label_head_give_pyvenes_own_counterfactual_logi
     base, source = prompt_ids(cmp_task, range(12)), prompt_ids(cmp_task, range(100, 112))
     locations = [[[position]] * len(base)]
     with torch.no_grad():
-        _, reference = intervenable({"input_ids": base}, [{"input_ids": source}], {"sources->base": (locations, locations)})
+        unit_locations = {"sources->base": (locations, locations)}
+        _, reference = intervenable({"input_ids": base}, [{"input_ids": source}], unit_locations)
         reference = reference.logits[:, -1, torch.as_tensor(cmp_task.label_tokens)]
         unintervened = hf(input_ids=base).logits[:, -1, torch.as_tensor(cmp_task.label_tokens)]
         with label_head(hf, cmp_task.label_tokens):

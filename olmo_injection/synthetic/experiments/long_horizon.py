@@ -43,10 +43,11 @@ def run(config: SyntheticConfig, out_dir: Path, progress: bool = True) -> dict:
     middle = len(result.steps) // 2
     summary = dict(steps=int(result.steps[-1]), per_width={})
     for i, n in enumerate(widths):
+        within = ~above[i]
         entry = dict(above_capacity_tasks=int(above[i].sum()),
-                     predicted_within_capacity_loss=float(predicted[i, ~above[i]].mean()),
-                     within_capacity_loss_at_middle=float(result.measurements[middle].normalised_loss[i, ~above[i]].mean()),
-                     within_capacity_loss_at_end=float(result.final.normalised_loss[i, ~above[i]].mean()))
+                     predicted_within_capacity_loss=float(predicted[i, within].mean()),
+                     within_capacity_loss_at_middle=float(result.measurements[middle].normalised_loss[i, within].mean()),
+                     within_capacity_loss_at_end=float(result.final.normalised_loss[i, within].mean()))
         if above[i].any():
             entry.update(
                 predicted_above_capacity_loss=float(predicted[i, above[i]].mean()),

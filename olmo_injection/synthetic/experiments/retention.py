@@ -6,9 +6,10 @@
 The rarest task is withheld for G - 1 steps, then injected in one enlarged batch (``matched_frequency``), so
 its long-run frequency equals its prior. For every gap, all widths train together; the rare task's corrected
 leading-feature signal s~_r is measured right before, right after and at its peak (up to 64 steps later) of
-every injection (at most 60 per gap). Writes ``retention.csv`` (one line per (gap, width, injection)), ``retention.json`` (config + per (gap, width): end-of-training s~_r, mean rise per
-injection step and up to its peak, change from the peak to the next injection, the same for the raw leverage
-P_U[j1, j1] as log2 ratios, s~_r before injections early vs late) and ``retention.png``.
+every injection (at most 60 per gap). Writes ``retention.csv`` (one line per (gap, width, injection)),
+``retention.json`` (config + per (gap, width): end-of-training s~_r, mean rise per injection step and up to its
+peak, change from the peak to the next injection, the same for the raw leverage P_U[j1, j1] as log2 ratios,
+s~_r before injections early vs late) and ``retention.png``.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def run(config: SyntheticConfig, gaps: Sequence[int], out_dir: Path, progress: b
     rows, summary, traces, final = [], {}, {}, {}
     for gap in gaps:
         sampler = matched_frequency_sampler(prior, batch, rare, gap)
-        eval_steps = [s for k in traced_injections(config.training.steps, gap, max_traced) for s in (k - 1, k + gap - 1, *(k + o for o in peak_offsets(gap)))]
+        eval_steps = [s for k in traced_injections(config.training.steps, gap, max_traced)
+                      for s in (k - 1, k + gap - 1, *(k + o for o in peak_offsets(gap)))]
         result = train_widths(config, task_sampler=sampler, extra_eval_steps=eval_steps, progress=progress)
         corrected = np.array([m.leading_feature_corrected_signal[:, rare] for m in result.measurements])
         whole_task = np.array([m.corrected_signal[:, rare] for m in result.measurements])
@@ -107,7 +109,8 @@ def run(config: SyntheticConfig, gaps: Sequence[int], out_dir: Path, progress: b
         # keeps it orders of magnitude below N/d, where an injection's swing is invisible in s~ but is a clear
         # factor in the leverage itself (log2 ratios, so +1 = doubled at the peak, -1 = halved by the next).
         baseline = widths / config.mixture.ambient_dim
-        leverage = {key: np.maximum(trace[key] * (1 - baseline) + baseline, 1e-12) for key in ("before", "peak", "next_before")}
+        leverage = {key: np.maximum(trace[key] * (1 - baseline) + baseline, 1e-12)
+                    for key in ("before", "peak", "next_before")}
         stats["mean_log2_leverage_rise_to_peak"] = np.log2(leverage["peak"] / leverage["before"]).mean(axis=0)
         stats["mean_log2_leverage_change_from_peak_to_next_injection"] = np.nanmean(
             np.log2(leverage["next_before"] / leverage["peak"]), axis=0)
