@@ -242,6 +242,10 @@ def two_rank_worker() -> None:
         reference = task_reference_gradient(model, task_instances(10, seed=4), NEURONS, batch_size=3)
         assert relative_error(reference, expected_reference) < 1e-5
     finally:
+        # gloo's worker thread frees a finished all-reduce's tensors under the GIL; if the group is torn down (the
+        # DDP reducer dropping the last reference joins that thread, holding the GIL) before it has, both wait
+        # forever (seen in CI). A barrier runs behind that work, and its own work holds no Python tensors.
+        dist.barrier()
         dist.destroy_process_group()
 
 
