@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import SyntheticConfig
+from .config import SyntheticConfig, TrainingConfig
 from .metrics import Measurement, measure
 from .mixture import TaskSampler, iid_task_sampler, sample_batch, task_prior, task_spectra
 from .student import BatchedStudent
@@ -43,6 +43,13 @@ def stream_seeds(seed: int) -> tuple:
     """(task-id seed, input seed) of the data stream, derived from the run seed."""
     task_seed, input_seed = np.random.SeedSequence([seed, 0xDA7A]).generate_state(2)
     return int(task_seed), int(input_seed)
+
+
+def make_optimizer(student: BatchedStudent, train: TrainingConfig) -> torch.optim.AdamW:
+    """AdamW over every parameter of ``student`` with the configured hyper-parameters, fused (one kernel for all
+    widths; element-wise, so each width's update is the one it would get alone)."""
+    return torch.optim.AdamW(student.parameters(), lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
+                             eps=train.adam_eps, weight_decay=train.weight_decay, fused=True)
 
 
 @dataclass
@@ -73,8 +80,7 @@ def train_widths(config: SyntheticConfig, task_sampler: Optional[TaskSampler] = 
     sampler = task_sampler or iid_task_sampler(prior, train.batch_size)
 
     student = BatchedStudent(train.widths, mix.ambient_dim, mix.num_tasks, mix.block_dim, train.seed, dtype).to(device)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
-                                  eps=train.adam_eps, weight_decay=train.weight_decay, fused=True)
+    optimizer = make_optimizer(student, train)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: inverse_sqrt_factor(step, train.warmup_steps))
     task_seed, input_seed = stream_seeds(train.seed)
     task_generator = torch.Generator().manual_seed(task_seed)
