@@ -25,9 +25,8 @@ import torch
 from olmo_injection.synthetic.config import DEFAULT_WIDTHS, SyntheticConfig, TrainingConfig
 from olmo_injection.synthetic.metrics import measure
 from olmo_injection.synthetic.mixture import task_prior, task_spectra
-from olmo_injection.synthetic.student import BatchedStudent
 from olmo_injection.synthetic.theory import frequent_set
-from olmo_injection.synthetic.training import make_optimizer, resolve_device, train_widths
+from olmo_injection.synthetic.training import build_student, make_optimizer, resolve_device, train_widths
 
 
 def floor_seconds(config: SyntheticConfig, device: torch.device) -> Dict[str, float]:
@@ -36,7 +35,7 @@ def floor_seconds(config: SyntheticConfig, device: torch.device) -> Dict[str, fl
     parameter) and ``measurements`` (at step 0 and at the end)."""
     mix, train = config.mixture, config.training
     dtype = getattr(torch, train.dtype)
-    student = BatchedStudent(train.widths, mix.ambient_dim, mix.num_tasks, mix.block_dim, train.seed, dtype).to(device)
+    student = build_student(config, device)
     optimizer = make_optimizer(student, train)
     for decoders in student.decoders:
         decoders.grad = torch.zeros_like(decoders)

@@ -45,6 +45,13 @@ def stream_seeds(seed: int) -> tuple:
     return int(task_seed), int(input_seed)
 
 
+def build_student(config: SyntheticConfig, device: torch.device) -> BatchedStudent:
+    """The sweep's freshly initialised student (every width of ``config.training.widths``) on ``device``."""
+    mix, train = config.mixture, config.training
+    return BatchedStudent(train.widths, mix.ambient_dim, mix.num_tasks, mix.block_dim, train.seed,
+                          getattr(torch, train.dtype)).to(device)
+
+
 def make_optimizer(student: BatchedStudent, train: TrainingConfig) -> torch.optim.AdamW:
     """AdamW over every parameter of ``student`` with the configured hyper-parameters, fused (one kernel for all
     widths; element-wise, so each width's update is the one it would get alone)."""
@@ -79,7 +86,7 @@ def train_widths(config: SyntheticConfig, task_sampler: Optional[TaskSampler] = 
     frequent = frequent_set(prior, config.metrics.frequent_mass)
     sampler = task_sampler or iid_task_sampler(prior, train.batch_size)
 
-    student = BatchedStudent(train.widths, mix.ambient_dim, mix.num_tasks, mix.block_dim, train.seed, dtype).to(device)
+    student = build_student(config, device)
     optimizer = make_optimizer(student, train)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: inverse_sqrt_factor(step, train.warmup_steps))
     task_seed, input_seed = stream_seeds(train.seed)
