@@ -44,6 +44,7 @@ from omegaconf import OmegaConf
 
 from .config import InjectionTrainConfig, validate_config
 from .hooks.base import TrainingHook
+from .metrics_record import METRICS_RECORD_FILE, MetricsRecord
 from .olmo_patches import apply_olmo_patches
 
 log = logging.getLogger(__name__)
@@ -325,6 +326,8 @@ def train(cfg: InjectionTrainConfig, extra_hooks: Sequence[TrainingHook] = ()) -
                     trainer.scheduler = BoltOnWarmupScheduler.wrap(
                         trainer.scheduler, trainer.global_step, int(trainer.global_step + cfg.scheduler.t_warmup)
                     )
+            if rank == 0:
+                trainer.metrics_record = MetricsRecord.open(save_folder, trainer.global_step if load_path else None)
             if cfg.stop_at is None and cfg.stop_after is None:
                 # OLMo's default (max_steps + 10) would train 10 steps past the schedule's end.
                 cfg.stop_at = trainer.max_steps
@@ -345,6 +348,7 @@ def print_outputs(result: RunResult) -> None:
         f"  save folder : {result.save_folder}",
         f"  checkpoints : {', '.join(sorted(p.name for p in result.save_folder.glob('step*'))) or 'none'}",
         f"  config      : {result.save_folder / 'config.yaml'}",
+        f"  metrics     : {result.save_folder / METRICS_RECORD_FILE}",
         f"  task files  : {result.save_folder / 'tasks'}",
     ]
     if result.wandb_dir is not None:

@@ -11,7 +11,13 @@ The training loop stays OLMo's (``Trainer.fit``). The subclass overrides only th
 - ``check_if_cancelled``: a stop requested by a signal (``request_stop``) ends the run, with a checkpoint,
   after the current step; OLMo's own checks (time limit, wandb tag) keep their interval;
 - ``trainer_state_dict``: works on a CPU-only torch (see ``olmo_patches.cuda_rng_state_without_cuda``);
-- ``close``: closes the hooks, then OLMo's ``close``.
+- ``save_checkpoint``: first makes the metrics record durable, so a checkpoint never outlives the metrics
+  logged before it;
+- ``close``: closes the hooks and the metrics record, then OLMo's ``close``.
+
+Every metric dict the run logs also goes to ``metrics_record`` (rank 0, when set): a training step's dict when
+the next step starts (OLMo adds its speed, system and learning-rate metrics to the dict after ``train_step``
+returns), an evaluation's at once.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
+from olmo.config import CheckpointType
 from olmo.train import Trainer
 
 from .hooks.base import Batch, Metrics, TrainingHook
+from .metrics_record import MetricsRecord
 from .olmo_patches import cuda_rng_state_without_cuda
 
 log = logging.getLogger(__name__)
@@ -42,7 +50,11 @@ class InjectionTrainer(Trainer):
     """Metrics of the step in progress, filled by OLMo and then by each hook's ``post_step`` in order, so a
     later hook (the console progress) can show an earlier hook's values."""
 
+    metrics_record: Optional[MetricsRecord] = None
+    """Where every logged metric also goes (set on rank 0 once the trainer state is restored)."""
+
     _in_training_forward: bool = field(default=False, init=False, repr=False)
+    _unrecorded_step: Optional[Tuple[int, Metrics]] = field(default=None, init=False, repr=False)
     _olmo_cancel_interval: int = field(default=1, init=False, repr=False)
 
     def __post_init__(self):
@@ -62,6 +74,7 @@ class InjectionTrainer(Trainer):
         return super().fit()
 
     def train_step(self, batch: Batch, reduce_global_loss: bool = True) -> Dict[str, float]:
+        self._record_finished_step()
         for hook in self.hooks:
             hook.pre_step(self, batch)
         self._in_training_forward = True
@@ -72,7 +85,14 @@ class InjectionTrainer(Trainer):
         self.step_metrics = metrics
         for hook in self.hooks:
             metrics.update(hook.post_step(self, batch))
+        if reduce_global_loss:  # OLMo logs exactly the steps whose loss it reduces
+            self._unrecorded_step = (self.global_step, metrics)
         return metrics
+
+    def _record_finished_step(self) -> None:
+        if self._unrecorded_step is not None and self.metrics_record is not None:
+            self.metrics_record.write(*self._unrecorded_step)
+        self._unrecorded_step = None
 
     def model_forward(
         self, batch: Dict[str, Any], loss_reduction: str = "mean", compute_z_loss: bool = False
@@ -93,7 +113,16 @@ class InjectionTrainer(Trainer):
         if hook_metrics:
             self.log_metrics_to_console("task evaluation", hook_metrics)
         metrics.update(hook_metrics)
+        self._record_finished_step()
+        if self.metrics_record is not None:
+            self.metrics_record.write(self.global_step, metrics)
         return metrics
+
+    def save_checkpoint(self, checkpoint_type=CheckpointType.sharded):
+        self._record_finished_step()
+        if self.metrics_record is not None:
+            self.metrics_record.sync()
+        return super().save_checkpoint(checkpoint_type)
 
     def check_if_cancelled(self) -> Tuple[bool, int]:
         if self._stop_requested_on_any_rank():
@@ -120,4 +149,7 @@ class InjectionTrainer(Trainer):
                 hook.close(self)
             except Exception:  # one hook failing to close must not keep the others (or wandb) open
                 log.exception("closing %s failed", type(hook).__name__)
+        self._record_finished_step()
+        if self.metrics_record is not None:
+            self.metrics_record.close()
         super().close(exit_code)
