@@ -3,13 +3,19 @@
 A one-dimensional rotated subspace (``pyvene.LowRankRotatedSpaceIntervention``, ``low_rank_dimension=1``) at one
 layer and token position is trained so that swapping its coordinate from a source prompt into a base prompt
 makes the model answer the *counterfactual* comparison. For variable ``tok1`` the source carries another TOK1
-value ``v1'``: the expected label is ``v1' < v2``; for ``tok2`` it is ``v1 < v2'``. Only pairs whose expected
-label differs from the base's are used, so a model whose output the swap does not move scores ~0 (a model that
-answers the base correctly) to ~0.5 (a random one), and an exact 1-D encoding of the order scores 1. Training
-pairs come from the task's train split, evaluation pairs from its test split; the interchange-intervention
-accuracy (IIA) is measured on the latter.
-Each result also carries ``source_value_baseline``, the accuracy of guessing the expected label from the source
-value alone: IIA means an order variable only above it (see that function).
+value ``v1'``: the expected label is ``v1' < v2``; for ``tok2`` it is ``v1 < v2'``. Training pairs come from the
+task's train split, evaluation pairs from its test split; the interchange-intervention accuracy (IIA) is
+measured on the latter.
+
+Pairs are balanced by default (``pairs="balanced"``): in half of them the swap flips the expected label, in the
+other half it does not (the source's value differs from the base's but is on the same side), so a model the
+swap does not move, and a random one, score 0.5. (``pairs="flip_only"`` keeps only flipping pairs: chance is
+then between 0 and 0.5.) The expected label still depends on the source value alone (a large v1' rarely
+satisfies ``v1' < v2``), so every result also carries ``source_value_baseline``, the accuracy of a rule that
+sees only the source value (~0.85 balanced, ~0.93 flip-only, 100 values; balancing cannot remove it, the
+label being a function of the source value and the base's other value), and ``exceeds_baselines``: IIA above
+both that and ``base_answer_baseline``. A site that merely identifies the source token can reach the
+source-value baseline; an IIA means an order variable only above it, and next to the step-0 checkpoint's.
 
 The model is frozen, so two things are computed only once or not at all: the sources' representations at the
 site (``site_representations``, a forward that stops at the site, passed to pyvene as
@@ -41,6 +47,7 @@ from .task_prompts import TOKEN_POSITIONS, cmp_label_index, prompt_ids
 
 VARIABLES = ("tok1", "tok2")
 COMPONENTS = ("block_input", "block_output")
+PAIRINGS = ("balanced", "flip_only")
 
 
 @dataclass
@@ -78,7 +85,12 @@ class DasConfig:
     seed: int = 0
     """Seeds pair sampling, the rotation's initialisation and the batch order."""
 
+    pairs: str = "balanced"
+    """``balanced``: the swap flips the expected label in half of the pairs (chance 0.5); ``flip_only``: in all."""
+
     def validate(self) -> None:
+        if self.pairs not in PAIRINGS:
+            raise ValueError(f"pairs={self.pairs!r}: allowed are {list(PAIRINGS)}")
         if self.component not in COMPONENTS:
             raise ValueError(f"component={self.component!r}: allowed are {list(COMPONENTS)}")
         if not self.layers or min(self.layers) < 0:
@@ -104,25 +116,35 @@ def check_pyvene_supports(model: OlmoForCausalLM) -> None:
 
 
 def counterfactual_pairs(
-    task: Task, variable: str, pool: np.ndarray, num_pairs: int, rng: np.random.Generator
+    task: Task, variable: str, pool: np.ndarray, num_pairs: int, rng: np.random.Generator, balanced: bool = True
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``num_pairs`` (base id, source id, expected label index) from instance ids in ``pool``.
 
-    The source supplies the value of ``variable``; the expected label is the comparison with that value swapped
-    in, and always differs from the base's own label.
+    The source supplies the value of ``variable``, always a value other than the base's; the expected label is
+    the comparison with that value swapped in. With ``balanced`` the swap changes the base's label in half of
+    the pairs (drawn at random) and keeps it in the other half; without, it changes it in every pair.
     """
     if task.kind != "cmp":
         raise ValueError(f"task {task.name!r} has kind {task.kind!r}: DAS here is defined for 'cmp'")
     values = task.values[pool]
     swapped = VARIABLES.index(variable)
+    flips = np.ones(num_pairs, dtype=bool)
+    if balanced:
+        flips[rng.permutation(num_pairs)[: num_pairs // 2]] = False
     bases, sources, labels = [], [], []
-    for base in rng.choice(len(pool), size=num_pairs):
-        v1, v2 = values[base]
-        # The comparison each pool instance would give if its value of ``variable`` were swapped into the base.
-        cf_labels = cmp_label_index(values[:, 0], v2) if swapped == 0 else cmp_label_index(v1, values[:, 1])
-        allowed = np.flatnonzero(cf_labels != cmp_label_index(v1, v2))
-        if len(allowed) == 0:  # an extreme value no swap can flip (cannot happen with V >= 2 in the pool)
-            continue
+    for flip in flips:
+        for _attempt in range(100):  # an extreme base may allow no source of the wanted kind: draw another
+            base = rng.integers(len(pool))
+            v1, v2 = values[base]
+            # The comparison each pool instance would give if its value of ``variable`` were swapped into the base.
+            cf_labels = cmp_label_index(values[:, 0], v2) if swapped == 0 else cmp_label_index(v1, values[:, 1])
+            other_value = values[:, swapped] != values[base, swapped]
+            allowed = np.flatnonzero(other_value & ((cf_labels != cmp_label_index(v1, v2)) == flip))
+            if len(allowed):
+                break
+        else:
+            raise ValueError(f"task {task.name!r}: its {variable} pool has no pair whose swap "
+                             f"{'flips' if flip else 'keeps'} the label (too few values)")
         source = rng.choice(allowed)
         bases.append(pool[base])
         sources.append(pool[source])
@@ -130,13 +152,20 @@ def counterfactual_pairs(
     return np.asarray(bases), np.asarray(sources), np.asarray(labels)
 
 
+def base_answer_baseline(task: Task, eval_pairs: Tuple) -> float:
+    """Accuracy on ``eval_pairs`` of a model the intervention does not move (it answers each base correctly):
+    the share of pairs whose expected label is the base's own (0.5 balanced, 0 flip-only)."""
+    bases, _, labels = eval_pairs
+    return float((task.label_index[bases] == labels).mean())
+
+
 def source_value_baseline(task: Task, variable: str, train_pairs: Tuple, eval_pairs: Tuple) -> float:
     """Accuracy on ``eval_pairs`` of a rule that sees only the source's value of ``variable``: per value, the
     expected label most frequent among ``train_pairs`` with that source value.
 
-    The expected label depends on the source value (a large v1' makes ``v1' < v2`` unlikely), and the
-    flip-only pair selection strengthens that (about 0.94 for 100 values), so an IIA is evidence of an order
-    variable only above this baseline; a model whose site merely identifies the source token can reach it.
+    The expected label depends on the source value (a large v1' makes ``v1' < v2`` unlikely): about 0.85 with
+    balanced pairs and 0.93 flip-only (100 values), so an IIA is evidence of an order variable only above this
+    baseline; a model whose site merely identifies the source token can reach it.
     """
     column = VARIABLES.index(variable)
     _, train_sources, train_labels = train_pairs
@@ -244,8 +273,9 @@ def das_at(
 ) -> Dict:
     """Train one 1-D rotation at (layer, position) for ``variable`` and return its IIA and direction.
 
-    Returns ``{"layer", "position", "variable", "component", "iia", "train_iia", "source_value_baseline",
-    "direction" ([d_model] list, unit norm)}``. Seeds come from ``cfg.seed``, so a call is reproducible.
+    Returns ``{"layer", "position", "variable", "component", "pairs", "iia", "train_iia", "chance",
+    "source_value_baseline", "base_answer_baseline", "exceeds_baselines", "direction" ([d_model] list, unit
+    norm)}``; ``exceeds_baselines`` is IIA above both baselines (see the module). Seeds come from ``cfg.seed``, so a call is reproducible.
     ``model`` is left as it was.
     """
     check_pyvene_supports(model)
@@ -253,15 +283,18 @@ def das_at(
         raise ValueError(f"layers: {layer} is not below num_hidden_layers={model.config.num_hidden_layers}")
     rng = np.random.default_rng([cfg.seed, layer, position, VARIABLES.index(variable)])
     torch.manual_seed(int(rng.integers(2**31)))
+    balanced = cfg.pairs == "balanced"
     pairs = {
-        "train_iia": counterfactual_pairs(task, variable, task.train_ids, cfg.num_train_pairs, rng),
-        "iia": counterfactual_pairs(task, variable, task.test_ids, cfg.num_eval_pairs, rng),
+        "train_iia": counterfactual_pairs(task, variable, task.train_ids, cfg.num_train_pairs, rng, balanced),
+        "iia": counterfactual_pairs(task, variable, task.test_ids, cfg.num_eval_pairs, rng, balanced),
     }
     intervenable = rotated_intervenable(model, layer, cfg.component)
     rotation = _rotation(intervenable)
     optimizer = torch.optim.Adam(rotation.parameters(), lr=cfg.learning_rate)
     result = {"layer": layer, "position": position, "variable": variable, "component": cfg.component,
-              "source_value_baseline": source_value_baseline(task, variable, pairs["train_iia"], pairs["iia"])}
+              "pairs": cfg.pairs, "chance": 0.5 if balanced else None,
+              "source_value_baseline": source_value_baseline(task, variable, pairs["train_iia"], pairs["iia"]),
+              "base_answer_baseline": base_answer_baseline(task, pairs["iia"])}
     with label_head(model, task.label_tokens):
         inputs = {}
         for name, (bases, sources, labels) in pairs.items():
@@ -287,6 +320,7 @@ def das_at(
                     logits = counterfactual_label_logits(intervenable, base_tokens[batch], source_reps[batch], position)
                     correct += int((logits.argmax(-1) == labels[batch]).sum())
                 result[name] = correct / len(labels)
+    result["exceeds_baselines"] = result["iia"] > max(result["source_value_baseline"], result["base_answer_baseline"])
     direction = rotation.rotate_layer.weight.detach()[:, 0].float()
     result["direction"] = (direction / direction.norm()).tolist()
     return result

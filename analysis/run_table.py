@@ -1,24 +1,43 @@
-"""Per-run facts the figures group by, read from a run's logged config: model size, task frequency, gap, tokens.
+"""Per-run facts the figures group by, read from a run's saved config: model size, task frequency, gap, tokens.
 
-Parameter counts follow OLMo 0.6.0's layout (SwiGLU, no biases, non-parametric layer norm, untied embeddings
-unless ``weight_tying``): they reproduce the paper's Table 2 (4M: 6,963,200; 20M: 28,753,920).
+The parameter count is OLMo's own: the run's ``model`` section builds an ``OLMo`` on the meta device (no memory,
+no initialisation) and ``num_params()`` counts it, so biases, affine norms and tied embeddings count exactly as
+they do in training. The size name is the paper's (``4M`` = 6,963,200 parameters, Table 2) where the count is
+one of its ladder, else the count itself (``0.404M``), as the run's wandb name gives it.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Dict, Optional
 
-from .wandb_logs import RunLog
+from omegaconf import OmegaConf
+from olmo.config import ModelConfig
+from olmo.model import OLMo
+
+from olmo_injection.hooks.wandb_logging import model_size_name
+
+from .run_logs import RunLog
+
+
+@lru_cache(maxsize=64)
+def _count_params(model_yaml: str) -> int:
+    fields = dict(OmegaConf.to_container(OmegaConf.create(model_yaml)), init_device="meta")
+    try:
+        config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), fields))
+    except Exception as exc:  # omegaconf names the bad key or value
+        raise ValueError(f"model config: {str(exc).splitlines()[0]}") from None
+    return OLMo(config, init_params=False).num_params()
 
 
 def model_params(model: Dict[str, Any]) -> int:
-    """Parameters of an OLMo model given its logged ``model`` config section."""
-    d, layers, heads = model["d_model"], model["n_layers"], model["n_heads"]
-    hidden = model.get("mlp_hidden_size") or model.get("mlp_ratio", 4) * d
-    kv_dim = (model.get("n_kv_heads") or heads) * (d // heads)
-    embedding = (model.get("embedding_size") or model["vocab_size"]) * d
-    per_block = d * (d + 2 * kv_dim) + d * d + d * hidden + (hidden // 2) * d
-    return embedding * (1 if model.get("weight_tying", True) else 2) + layers * per_block
+    """Parameters of the OLMo model a run's ``model`` config section describes (OLMo's ``num_params()``)."""
+    return _count_params(OmegaConf.to_yaml(OmegaConf.create(dict(model))))
+
+
+def model_size(model: Dict[str, Any]) -> str:
+    """The size name of a run's model: ``4M``, ``20M``... for the paper's ladder, else e.g. ``0.404M``."""
+    return model_size_name(model_params(model))
 
 
 def tokens_per_step(config: Dict[str, Any]) -> int:
@@ -26,12 +45,19 @@ def tokens_per_step(config: Dict[str, Any]) -> int:
     return int(config["global_train_batch_size"]) * int(config["model"]["max_sequence_length"])
 
 
-def task_schedule(config: Dict[str, Any], task: str) -> Dict[str, Any]:
-    """The logged ``schedule`` of task ``task``; ValueError when the run has no such task."""
-    for entry in config.get("injection", {}).get("tasks", []):
+def task_entry(config: Dict[str, Any], task: str) -> Dict[str, Any]:
+    """The config entry of injected task ``task``; ValueError listing the run's tasks when there is none."""
+    entries = (config.get("injection") or {}).get("tasks") or []
+    for entry in entries:
         if entry.get("name") == task:
-            return entry.get("schedule", {})
-    raise ValueError(f"task={task!r}: the run's config has no injected task of that name")
+            return entry
+    names = [entry.get("name") for entry in entries]
+    raise ValueError(f"task={task!r}: the run's config has no injected task of that name (it has {names})")
+
+
+def task_schedule(config: Dict[str, Any], task: str) -> Dict[str, Any]:
+    """The saved ``schedule`` of task ``task``; ValueError when the run has no such task."""
+    return task_entry(config, task).get("schedule", {})
 
 
 def instances_per_token(config: Dict[str, Any], task: str) -> float:
@@ -48,10 +74,19 @@ def gap(config: Dict[str, Any], task: str) -> Optional[int]:
     return int(schedule.get("gap", 1)) if schedule.get("mode") == "gap" else None
 
 
+def schedule_label(config: Dict[str, Any], task: str) -> str:
+    """How often the task is injected, for legends and tables: ``7.8e-03/token`` or ``n=1/gap=10``."""
+    schedule = task_schedule(config, task)
+    if schedule.get("mode", "frequency") == "gap":
+        return f"n={schedule.get('n', 1)}/gap={schedule.get('gap', 1)}"
+    return f"{float(schedule.get('instances_per_token', 0.0)):.1e}/token"
+
+
 def run_facts(run: RunLog, task: str) -> Dict[str, Any]:
-    """One row of facts about a run: name, params, instances per token, gap, tokens per step."""
+    """One row of facts about a run: name, model size (name and params), instances per token, gap, tokens."""
     return {
         "run": run.name,
+        "model": model_size(run.config["model"]),
         "params": model_params(run.config["model"]),
         "instances_per_token": instances_per_token(run.config, task),
         "gap": gap(run.config, task),

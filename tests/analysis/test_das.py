@@ -1,4 +1,5 @@
-"""DAS with real pyvene finds a planted 1-D order encoding and finds nothing in a random model."""
+"""DAS with real pyvene finds a planted 1-D order encoding and finds nothing in a random model; its pairs are
+balanced (chance 0.5) and every IIA comes with the baselines it must beat."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from olmo.model import OLMo
 from analysis.das import (
     DasConfig,
     counterfactual_label_logits,
+    base_answer_baseline,
     counterfactual_pairs,
     das_at,
     das_sweep,
@@ -33,23 +35,29 @@ def cmp_task():
     return synthetic_task("cmp", 32)
 
 
-def test_counterfactual_labels_follow_the_swapped_value(cmp_task):
+@pytest.mark.parametrize("balanced", [True, False], ids=["balanced", "flip_only"])
+def test_counterfactual_labels_follow_the_swapped_value(cmp_task, balanced):
     rng = np.random.default_rng(0)
     for variable, column in (("tok1", 0), ("tok2", 1)):
-        bases, sources, labels = counterfactual_pairs(cmp_task, variable, cmp_task.train_ids, 200, rng)
+        bases, sources, labels = counterfactual_pairs(cmp_task, variable, cmp_task.train_ids, 200, rng, balanced)
+        assert len(labels) == 200
         assert np.isin(bases, cmp_task.train_ids).all() and np.isin(sources, cmp_task.train_ids).all()
         cf = cmp_task.values[bases].copy()
         cf[:, column] = cmp_task.values[sources][:, column]
         np.testing.assert_array_equal(labels, cmp_label_index(cf[:, 0], cf[:, 1]))
-        assert (labels != cmp_task.label_index[bases]).all()  # only pairs whose answer the swap changes
+        assert (cmp_task.values[bases][:, column] != cmp_task.values[sources][:, column]).all()  # a real swap
+        flipped = labels != cmp_task.label_index[bases]
+        assert flipped.mean() == (0.5 if balanced else 1.0)
+        assert base_answer_baseline(cmp_task, (bases, sources, labels)) == (0.5 if balanced else 0.0)
 
 
 def test_source_value_baseline_shows_how_much_the_source_value_alone_predicts():
     task = synthetic_task("cmp", 100)
     rng = np.random.default_rng(0)
-    train = counterfactual_pairs(task, "tok1", task.train_ids, 4000, rng)
-    test = counterfactual_pairs(task, "tok1", task.test_ids, 2000, rng)
-    assert source_value_baseline(task, "tok1", train, test) > 0.85  # the caveat the baseline exists for
+    for balanced, expected in ((False, 0.9), (True, 0.8)):  # the caveat the baseline exists for
+        train = counterfactual_pairs(task, "tok1", task.train_ids, 4000, rng, balanced)
+        test = counterfactual_pairs(task, "tok1", task.test_ids, 2000, rng, balanced)
+        assert source_value_baseline(task, "tok1", train, test) > expected
     shuffled = (*test[:2], rng.permutation(test[2]))
     assert abs(source_value_baseline(task, "tok1", train, shuffled) - 0.5) < 0.05
 
@@ -83,6 +91,7 @@ def test_planted_direction_is_found_with_iia_near_one(cmp_task, tmp_path):
     model, planted = planted_order_model(cmp_task)
     result = das_at(convert_to_hf(model), cmp_task, layer=0, position=0, variable="tok1", cfg=DasConfig(**FAST))
     assert result["iia"] >= 0.95 and result["iia"] > result["source_value_baseline"]
+    assert result["exceeds_baselines"] and result["base_answer_baseline"] == 0.5 and result["pairs"] == "balanced"
     assert abs(float(torch.tensor(result["direction"]) @ planted)) > 0.8
     save_direction(result, tmp_path / "direction")
     loaded = load_direction(tmp_path / "direction.pt")
@@ -94,6 +103,7 @@ def test_random_model_stays_near_chance(cmp_task):
     random_model = convert_to_hf(OLMo(tiny_model_config()).eval())
     result = das_at(random_model, cmp_task, layer=0, position=0, variable="tok1", cfg=DasConfig(**FAST))
     assert result["iia"] < 0.75
+    assert not result["exceeds_baselines"]  # flagged: no better than the source value alone
 
 
 def test_sweep_skips_tok2_at_position_0_and_rejects_bad_input(cmp_task):
@@ -105,5 +115,7 @@ def test_sweep_skips_tok2_at_position_0_and_rejects_bad_input(cmp_task):
     assert sites == {(0, 0, "tok1"), (0, 1, "tok1"), (0, 1, "tok2"), (1, 0, "tok1"), (1, 1, "tok1"), (1, 1, "tok2")}
     with pytest.raises(ValueError, match="variables"):
         DasConfig(variables=["tok3"]).validate()
+    with pytest.raises(ValueError, match="pairs='random'"):
+        DasConfig(pairs="random").validate()
     with pytest.raises(ValueError, match="layers"):
         das_at(hf, cmp_task, 5, 0, "tok1", cfg)
