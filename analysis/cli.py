@@ -5,10 +5,12 @@
     olmo-inject analyze probe    RUN --task cmp                      # feature presence (R^2) per checkpoint + Fig. 7
     olmo-inject analyze fourier  RUN --task add --tau 3              # Fourier modes per checkpoint
     olmo-inject analyze localise RUN --task cmp                      # MLP ablations + task neurons per checkpoint
-    olmo-inject analyze figures  RUN_OR_WANDB_DIR ... --task cmp     # Figs. 5, 6, 8, 9, 11, 12 from wandb logs
+    olmo-inject analyze figures  SAVE_FOLDER ... --task cmp          # Figs. 5, 6, 8, 9, 11, 12 from metrics.jsonl
 
 ``RUN`` is a checkpoint directory or a save folder holding ``stepN[-unsharded]`` directories. Results go to
 ``--out`` (default ``<RUN>/analysis``) as ``<analysis>.json``: one entry per checkpoint plus the settings used.
+Each entry of das, probe and fourier carries its null or baselines and, under ``step0``, the same numbers on the
+run's step-0 checkpoint (``null`` with a note when the run has none); one line per checkpoint says both.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from tqdm import tqdm
@@ -49,7 +51,18 @@ def _config_from_args(config_class, args: argparse.Namespace):
     return cfg
 
 
-def _over_checkpoints(args: argparse.Namespace, name: str, analyse: Callable[[LoadedCheckpoint, Path], Dict]) -> List[Dict]:
+Headline = Callable[[Dict], Dict[str, Any]]
+"""The numbers of one checkpoint's result that are compared with the step-0 checkpoint's."""
+
+
+def _over_checkpoints(args: argparse.Namespace, name: str, analyse: Callable[[LoadedCheckpoint, Path], Dict],
+                      headline: Optional[Headline] = None, describe: Optional[Callable[[Dict], str]] = None
+                      ) -> List[Dict]:
+    """Run ``analyse`` on every checkpoint of ``args.run`` and write ``<name>.json``.
+
+    With ``headline``, each result gets ``step0``: the headline numbers of the step-0 checkpoint's result (None,
+    and the JSON a ``step0_note``, when the run has no step-0 checkpoint); ``describe`` prints one line per result.
+    """
     paths = find_checkpoints(args.run)
     out = Path(args.out) if args.out else Path(args.run) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
@@ -60,8 +73,18 @@ def _over_checkpoints(args: argparse.Namespace, name: str, analyse: Callable[[Lo
         result = analyse(checkpoint, out)
         results.append({"run": Path(args.run).name, "checkpoint": str(path), "step": checkpoint.step,
                         "seconds": time.perf_counter() - started, **result})
+    written: Dict[str, Any] = {"analysis": name, "arguments": _jsonable(vars(args)), "results": results}
+    if headline is not None:
+        step0 = next((r for r in results if r["step"] == 0), None)
+        for result in results:
+            result["step0"] = headline(step0) if step0 is not None else None
+        if step0 is None:
+            written["step0_note"] = f"no step-0 checkpoint under {args.run}: nothing to compare with"
+            print(f"{name}: {written['step0_note']}")
+    for result in results if describe is not None else []:
+        print(f"{name} step {result['step']}: {describe(result)}")
     target = out / f"{name}.json"
-    target.write_text(json.dumps({"analysis": name, "arguments": _jsonable(vars(args)), "results": results}, indent=1))
+    target.write_text(json.dumps(written, indent=1))
     print(f"{name}: {len(results)} checkpoint(s) -> {target}")
     return results
 
@@ -95,10 +118,27 @@ def _das(args: argparse.Namespace) -> int:
         save_direction(sweep["best"], stem)
         for r in sweep["results"]:
             r.pop("direction")
-        return {"sweep": sweep["results"], "best_iia": sweep["best"]["iia"], "direction_file": str(stem) + ".pt"}
+        return {"sweep": sweep["results"], "best_iia": sweep["best"]["iia"], "best_site": _site(sweep["best"]),
+                "best_exceeds_baselines": sweep["best"]["exceeds_baselines"], "direction_file": str(stem) + ".pt"}
 
-    _over_checkpoints(args, "das", analyse)
+    def headline(result: Dict) -> Dict[str, Any]:
+        return {"best_iia": result["best_iia"], "iia": {_site(r): r["iia"] for r in result["sweep"]}}
+
+    def describe(result: Dict) -> str:
+        best = next(r for r in result["sweep"] if _site(r) == result["best_site"])
+        verdict = "above both baselines" if best["exceeds_baselines"] else "NOT above its baselines"
+        step0 = result["step0"]
+        return (f"best IIA {best['iia']:.3f} at {result['best_site']} ({verdict}: source value "
+                f"{best['source_value_baseline']:.3f}, base answer {best['base_answer_baseline']:.3f}); "
+                + (f"same site at step 0: {step0['iia'].get(result['best_site'], float('nan')):.3f}"
+                   if step0 else "no step-0 checkpoint"))
+
+    _over_checkpoints(args, "das", analyse, headline, describe)
     return 0
+
+
+def _site(result: Dict) -> str:
+    return f"layer{result['layer']}/pos{result['position']}/{result['variable']}"
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -106,8 +146,17 @@ def _probe(args: argparse.Namespace) -> int:
 
     cfg = _config_from_args(FeaturePresenceConfig, args)
     out = Path(args.out) if args.out else Path(args.run) / "analysis"
+    def headline(result: Dict) -> Dict[str, Any]:
+        return {"r2": result["r2"], "null_r2_q95": {k: v["q95"] for k, v in result["null_r2"].items()}}
+
+    def describe(result: Dict) -> str:
+        parts = [f"R^2 {k} {v:.3f} (null 95th pct {result['null_r2'][k]['q95']:.3f}"
+                 + (f", step 0 {result['step0']['r2'][k]:.3f})" if result["step0"] else ")")
+                 for k, v in result["r2"].items()]
+        return f"{', '.join(parts)}; {result['num_components_used']} PCs (cap {result['component_cap']})"
+
     results = _over_checkpoints(
-        args, "probe", lambda c, _out: feature_presence(c.model, checkpoint_task(c, args.task), cfg)
+        args, "probe", lambda c, _out: feature_presence(c.model, checkpoint_task(c, args.task), cfg), headline, describe
     )
     feature_presence_over_checkpoints(results, out)
     return 0
@@ -115,7 +164,18 @@ def _probe(args: argparse.Namespace) -> int:
 
 def _fourier(args: argparse.Namespace) -> int:
     cfg = _config_from_args(FourierConfig, args)
-    _over_checkpoints(args, "fourier", lambda c, _out: fourier_modes(c.model, checkpoint_task(c, args.task), cfg))
+
+    def headline(result: Dict) -> Dict[str, Any]:
+        return {"total_modes": result["total_modes"], "total_modes_tau": result["total_modes_tau"]}
+
+    def describe(result: Dict) -> str:
+        step0 = result["step0"]
+        return (f"{result['total_modes']} modes against the value-relabelling null ({result['total_modes_tau']} against "
+                f"tau={cfg.tau} alone)" + (f"; step 0: {step0['total_modes']} ({step0['total_modes_tau']})"
+                                            if step0 else "; no step-0 checkpoint"))
+
+    _over_checkpoints(args, "fourier", lambda c, _out: fourier_modes(c.model, checkpoint_task(c, args.task), cfg),
+                      headline, describe)
     return 0
 
 
@@ -128,22 +188,26 @@ def _localise(args: argparse.Namespace) -> int:
         save_task_neurons(neurons, out / f"task_neurons_{args.task}_step{checkpoint.step}.json")
         return {"ablation": mlp_ablation(checkpoint.model, task, cfg), "task_neurons": asdict(neurons)}
 
-    _over_checkpoints(args, "localise", analyse)
+    from .figures import mlp_ablation_over_checkpoints
+
+    results = _over_checkpoints(args, "localise", analyse)
+    mlp_ablation_over_checkpoints(results, args.task, Path(args.out) if args.out else Path(args.run) / "analysis")
     return 0
 
 
 def _figures(args: argparse.Namespace) -> int:
     from .figures import all_log_figures
-    from .wandb_logs import find_offline_runs, read_offline_run, read_online_run
+    from .run_logs import find_run_folders, read_online_run, read_run_folder
 
     runs = []
     for source in args.runs:
         if Path(source).exists():
-            runs += [read_offline_run(p) for p in tqdm(find_offline_runs(source), desc=f"reading {source}")]
+            folders = find_run_folders(source)
+            if not folders:
+                raise ValueError(f"runs: {source!r} holds no save folder (config.yaml + metrics.jsonl) at any depth")
+            runs += [read_run_folder(p) for p in tqdm(folders, desc=f"reading {source}")]
         else:
             runs.append(read_online_run(source))  # entity/project/run_id
-    if not runs:
-        raise ValueError(f"runs={args.runs}: no wandb offline runs found there")
     out = Path(args.out or "figures")
     all_log_figures(runs, args.task, out)
     print(f"figures for {len(runs)} run(s) -> {out}")
@@ -178,8 +242,9 @@ def register(subparsers) -> None:
     checkpoint_command("localise", "MLP-layer ablations and first-layer task neurons", _localise,
                        LocalisationConfig)
 
-    figures = commands.add_parser("figures", help="Figs. 5, 6, 8, 9, 11, 12 from wandb runs")
-    figures.add_argument("runs", nargs="+", help="folders holding wandb/offline-run-* dirs, or entity/project/run_id")
+    figures = commands.add_parser("figures", help="Figs. 5, 6, 8, 9, 11, 12 from runs' metrics records")
+    figures.add_argument("runs", nargs="+", help="save folders (or folders of them, any depth) with config.yaml and "
+                                                 "metrics.jsonl, or entity/project/run_id on a wandb server")
     figures.add_argument("--task", required=True, help="name of the injected task")
     figures.add_argument("--out", default=None, help="figures folder (default: ./figures)")
     figures.set_defaults(func=_figures)

@@ -4,17 +4,21 @@ Per residual (layer), the class means ``M[c] = mean of the residual over instanc
 row-centred (the mean over classes is removed) and projected onto an orthonormal real Fourier basis over c.
 Frequency k's share of variance is the squared norm of its projection over the total. A uniform (isotropic)
 spread gives frequency k the share ``n_k / (P - 1)``, where ``n_k`` is its number of basis vectors (2, or 1 for
-the Nyquist frequency k = P/2 of an even P, which has a cosine and no sine). k is a mode when its share exceeds
-``tau`` times that. k and P - k are the same mode, so k runs over 1..floor(P/2).
+the Nyquist frequency k = P/2 of an even P, which has a cosine and no sine); the paper's criterion counts k when
+its share exceeds ``tau`` times that. k and P - k are the same mode, so k runs over 1..floor(P/2).
 
-tau x the uniform share is not a null: class means of a model that computes nothing are far from isotropic (a
-few directions dominate, especially at small width), and then single frequencies exceed tau x uniform by chance
-(33 "modes" in a 64-wide model at chance). So a frequency counts as a mode only against a class-permutation null
-of the same layer: the rows of the class-mean matrix are permuted (the classes relabelled at random, which keeps
-the representation's geometry and destroys any cyclic order), and k is a mode when its share / uniform share
-exceeds the ``null_level`` quantile, over ``null_permutations`` relabellings, of the *largest* such ratio over all
-frequencies (a family-wise level: a layer without cyclic structure shows no mode with probability
-``null_level``). Both counts are reported: against the null (``modes``) and against tau alone (``modes_tau``).
+tau x the uniform share is not a null. The class means of a network that computes nothing already have a
+Fourier structure: their quadratic part is a convolution over a of terms in e(a) and e(c - a), so their spectrum
+is about the square of the (random) spectrum of the embedding table over the values, heavy-tailed, and single
+frequencies exceed tau x uniform by chance (33 "modes" at tau = 3 in a 64-wide model at chance). Permuting the
+rows of the class-mean matrix does not reproduce that tail; relabelling the *values* does. So a frequency counts
+as a mode only against a value-relabelling null of the same layer: the values are relabelled by a random
+permutation sigma (classes ``(sigma(a) + sigma(b)) mod P``, the same residuals), and k is a mode when its share /
+uniform share exceeds the ``null_level`` quantile, over ``null_permutations`` relabellings, of the *largest*
+such ratio over all frequencies. At initialisation the token of each value is random, so the true labelling is
+itself a draw from this null: a layer without learned structure shows a mode with probability
+``1 - null_level`` (family-wise over frequencies). Both counts are reported: against the null (``modes``) and
+against tau alone (``modes_tau``).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class FourierConfig:
     """How Fourier modes are counted."""
 
     tau: float = 3.0
-    """A frequency is a mode when its variance share exceeds tau x the uniform share (paper: not stated)."""
+    """``modes_tau``: frequencies whose variance share exceeds tau x the uniform share (paper: not stated)."""
 
     position: int = LABEL_POSITION
     """Token position whose residual is analysed (1 = TOK2, where the sum can first be formed)."""
@@ -47,7 +51,7 @@ class FourierConfig:
     """Residual indices analysed (0 = embedding, l + 1 = output of block l); default: every block output."""
 
     null_permutations: int = 200
-    """Class relabellings drawn for each layer's null."""
+    """Random relabellings of the values drawn for the null (the same ones for every residual)."""
 
     null_level: float = 0.99
     """Quantile of the null's largest share ratio that a mode must exceed (family-wise over frequencies)."""
@@ -105,41 +109,54 @@ def detected_modes(class_means: np.ndarray, tau: float) -> np.ndarray:
     return np.flatnonzero(shares > tau * uniform_shares(class_means.shape[0])) + 1
 
 
-def check_null_computable(modulus: int, cfg: FourierConfig) -> None:
-    """ValueError when a modulus has too few classes for the permutation null that ``cfg`` asks for."""
+def check_null_computable(num_values: int, modulus: int, cfg: FourierConfig) -> None:
+    """ValueError when a task has too few values for the relabelling null that ``cfg`` asks for."""
     if modulus < 3:
         raise ValueError(f"modulus={modulus}: Fourier modes need at least 3 classes (one frequency besides the mean)")
-    if factorial(modulus) < cfg.null_permutations:
-        raise ValueError(f"fourier null: modulus={modulus} has only {factorial(modulus)} class permutations, fewer "
+    if factorial(num_values) < cfg.null_permutations:
+        raise ValueError(f"fourier null: {num_values} values have only {factorial(num_values)} relabellings, fewer "
                          f"than null_permutations={cfg.null_permutations}; lower null_permutations/null_level "
                          "or use a task with more values")
 
 
-def permutation_null(class_means: np.ndarray, num_permutations: int, rng: np.random.Generator) -> np.ndarray:
-    """[num_permutations] largest share / uniform share over frequencies, for class means with rows permuted."""
-    uniform = uniform_shares(class_means.shape[0])
-    return np.array([
-        (frequency_shares(class_means[rng.permutation(class_means.shape[0])]) / uniform).max()
-        for _ in range(num_permutations)
-    ])
+def share_ratios(class_means: np.ndarray) -> np.ndarray:
+    """Each frequency's variance share in units of the uniform share (1 = isotropic), [P//2]."""
+    return frequency_shares(class_means) / uniform_shares(class_means.shape[0])
 
 
-def modes_against_null(class_means: np.ndarray, cfg: FourierConfig, rng: np.random.Generator) -> Dict:
-    """Modes of ``class_means`` [P, d] against the permutation null and against tau alone (see the module).
+def relabelling_null(features: Dict[str, np.ndarray], values: np.ndarray, modulus: int, num_permutations: int,
+                     rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """Per residual, [num_permutations] largest share ratio over frequencies with the values relabelled.
+
+    ``features`` maps a residual's name to its [n, d] features; ``values`` [n, 2] are each instance's (a, b).
+    One relabelling serves every residual (their features are averaged per class together).
+    """
+    names = list(features)
+    widths = np.cumsum([0] + [features[name].shape[1] for name in names])
+    stacked = np.hstack([features[name] for name in names])
+    null = {name: np.empty(num_permutations) for name in names}
+    num_values = int(values.max()) + 1
+    for i in range(num_permutations):
+        sigma = rng.permutation(num_values)
+        means = class_means(stacked, (sigma[values[:, 0]] + sigma[values[:, 1]]) % modulus, modulus)
+        for j, name in enumerate(names):
+            null[name][i] = share_ratios(means[:, widths[j] : widths[j + 1]]).max()
+    return null
+
+
+def modes_against_null(class_means: np.ndarray, null: np.ndarray, cfg: FourierConfig) -> Dict:
+    """Modes of ``class_means`` [P, d] against ``null`` (its layer's ``relabelling_null``) and against tau alone.
 
     Returns ``{"modes", "modes_tau", "null_threshold_ratio", "null_median_ratio", "shares"}``; ratios are in
     units of the uniform share.
     """
-    shares = frequency_shares(class_means)
-    ratio = shares / uniform_shares(class_means.shape[0])
-    null = permutation_null(class_means, cfg.null_permutations, rng)
     threshold = float(np.quantile(null, cfg.null_level))
     return {
-        "modes": (np.flatnonzero(ratio > threshold) + 1).tolist(),
+        "modes": (np.flatnonzero(share_ratios(class_means) > threshold) + 1).tolist(),
         "modes_tau": detected_modes(class_means, cfg.tau).tolist(),
         "null_threshold_ratio": threshold,
         "null_median_ratio": float(np.median(null)),
-        "shares": shares.round(6).tolist(),
+        "shares": frequency_shares(class_means).round(6).tolist(),
     }
 
 
@@ -148,9 +165,9 @@ def class_means(features: np.ndarray, classes: np.ndarray, modulus: int) -> np.n
     counts = np.bincount(classes, minlength=modulus)
     if (counts == 0).any():
         raise ValueError(f"classes {np.flatnonzero(counts == 0).tolist()} have no instances")
-    sums = np.zeros((modulus, features.shape[1]))
-    np.add.at(sums, classes, features)
-    return sums / counts[:, None]
+    order = np.argsort(classes, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.add.reduceat(np.asarray(features, dtype=np.float64)[order], starts, axis=0) / counts[:, None]
 
 
 def fourier_modes(model: OLMo, task: Task, cfg: FourierConfig) -> Dict:
@@ -159,7 +176,7 @@ def fourier_modes(model: OLMo, task: Task, cfg: FourierConfig) -> Dict:
     cfg.validate()
     if task.kind != "add":
         raise ValueError(f"task {task.name!r} has kind {task.kind!r}: Fourier modes are defined for 'add'")
-    check_null_computable(task.modulus, cfg)
+    check_null_computable(task.num_values, task.modulus, cfg)
     ids = np.arange(task.num_values**2)
     residuals = residual_streams(model, prompt_ids(task, ids), [cfg.position])[:, :, 0]
     chosen = cfg.residuals if cfg.residuals is not None else list(range(1, residuals.shape[0]))
@@ -167,14 +184,15 @@ def fourier_modes(model: OLMo, task: Task, cfg: FourierConfig) -> Dict:
     if bad:
         raise ValueError(f"residuals={cfg.residuals}: indices {bad} outside 0..{residuals.shape[0] - 1}")
     classes = task.values.sum(axis=1) % task.modulus
-    rng = np.random.default_rng(cfg.seed)
-    per_residual = {str(r): modes_against_null(class_means(residuals[r].numpy(), classes, task.modulus), cfg, rng)
-                    for r in chosen}
+    features = {str(r): residuals[r].numpy().astype(np.float64) for r in chosen}
+    null = relabelling_null(features, task.values, task.modulus, cfg.null_permutations, np.random.default_rng(cfg.seed))
+    per_residual = {name: modes_against_null(class_means(x, classes, task.modulus), null[name], cfg)
+                    for name, x in features.items()}
     return {
         "total_modes": sum(len(v["modes"]) for v in per_residual.values()),
         "total_modes_tau": sum(len(v["modes_tau"]) for v in per_residual.values()),
         "per_residual": per_residual,
-        "null": f"class-permutation null per residual: {cfg.null_permutations} relabellings, a mode exceeds the "
-                f"{cfg.null_level} quantile of the largest share/uniform ratio",
+        "null": f"value-relabelling null per residual: {cfg.null_permutations} random relabellings of the values; a "
+                f"mode exceeds the {cfg.null_level} quantile of the largest share/uniform ratio over frequencies",
         "config": asdict(cfg),
     }

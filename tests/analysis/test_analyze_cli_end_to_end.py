@@ -1,7 +1,7 @@
 """``olmo-inject analyze ...`` end to end: a real tiny training run, then every sub-command through the real CLI.
 
 One run of ``configs/tiny.yaml`` (module fixture: 4 steps, evaluations at 2 and 4, gradient interference on, so
-every figure has data) leaves checkpoints at steps 0 and 4, task files and wandb offline files. Each test runs
+every figure has data) leaves checkpoints at steps 0 and 4, task files and its metrics record. Each test runs
 one sub-command with ``olmo_injection.cli.main`` (the parser ``olmo-inject`` uses, sub-commands found through the
 ``olmo_injection.commands`` entry point) and checks its files: present, one entry per checkpoint, finite numbers.
 """
@@ -82,10 +82,16 @@ def test_convert_checks_the_logits_of_every_checkpoint(run_folder, tmp_path):
 def test_das_writes_the_sweep_and_the_best_direction(run_folder, tmp_path):
     _analyze("das", str(run_folder), "--task", "cmp", "--out", str(tmp_path), "--num-train-pairs", "64",
              "--num-eval-pairs", "64", "--epochs", "1", "--batch-size", "32")
-    for result in _per_checkpoint(tmp_path / "das.json", "das"):
+    results = _per_checkpoint(tmp_path / "das.json", "das")
+    written_step0 = results[0]
+    for result in results:
         assert {(r["layer"], r["position"], r["variable"]) for r in result["sweep"]} == {
             (0, 0, "tok1"), (0, 1, "tok1"), (0, 1, "tok2")}
         assert result["best_iia"] == max(r["iia"] for r in result["sweep"])
+        assert all(r["pairs"] == "balanced" and r["base_answer_baseline"] == 0.5 for r in result["sweep"])
+        best = next(r for r in result["sweep"] if r["iia"] == result["best_iia"])
+        assert result["best_exceeds_baselines"] == (best["iia"] > best["source_value_baseline"])
+        assert result["step0"]["iia"]["layer0/pos0/tok1"] == written_step0["sweep"][0]["iia"]
         direction = load_direction(Path(result["direction_file"]))["direction"]
         assert direction.shape == (D_MODEL,) and torch.isclose(direction.norm(), torch.tensor(1.0))
 
@@ -93,20 +99,28 @@ def test_das_writes_the_sweep_and_the_best_direction(run_folder, tmp_path):
 def test_probe_writes_r2_per_checkpoint_and_fig7_under_the_run_by_default(run_folder):
     _analyze("probe", str(run_folder), "--task", "cmp", "--num-components", str(D_MODEL))
     out = run_folder / "analysis"
-    for result in _per_checkpoint(out / "probe.json", "probe"):
-        assert set(result["r2"]) == {"tok1", "tok2"}
+    results = _per_checkpoint(out / "probe.json", "probe")
+    for result in results:
+        assert set(result["r2"]) == set(result["null_r2"]) == {"tok1", "tok2"}
+        assert result["num_components_used"] == result["component_cap"] == D_MODEL  # min(8, 80 values // 10)
+        assert result["step0"]["r2"] == results[0]["r2"]
     assert (out / "fig7_feature_presence.png").stat().st_size > 0
     rows = list(csv.DictReader((out / "fig7_feature_presence.csv").open()))
     assert [int(r["step"]) for r in rows] == STEPS
-    assert all(math.isfinite(float(r["r2_tok1"])) for r in rows)
+    assert all(math.isfinite(float(r["r2_tok1"])) and math.isfinite(float(r["null_r2_q95_tok1"])) for r in rows)
 
 
 def test_fourier_counts_modes_over_the_frequencies_of_p(run_folder, tmp_path):
     _analyze("fourier", str(run_folder), "--task", "add", "--tau", "3", "--out", str(tmp_path))
-    for result in _per_checkpoint(tmp_path / "fourier.json", "fourier"):
+    results = _per_checkpoint(tmp_path / "fourier.json", "fourier")
+    for result in results:
         assert set(result["per_residual"]) == {"1", "2"}  # the outputs of the two blocks
         assert all(len(r["shares"]) == VALUES // 2 for r in result["per_residual"].values())
         assert result["total_modes"] == sum(len(r["modes"]) for r in result["per_residual"].values())
+        assert result["total_modes_tau"] == sum(len(r["modes_tau"]) for r in result["per_residual"].values())
+        assert all(r["null_threshold_ratio"] > 1 for r in result["per_residual"].values())
+        assert result["step0"] == {"total_modes": results[0]["total_modes"],
+                                   "total_modes_tau": results[0]["total_modes_tau"]}
 
 
 def test_localise_writes_ablations_and_task_neuron_files(run_folder, tmp_path):
@@ -120,10 +134,21 @@ def test_localise_writes_ablations_and_task_neuron_files(run_folder, tmp_path):
     for step in STEPS:
         neurons = load_task_neurons(tmp_path / f"task_neurons_cmp_step{step}.json")
         assert len(neurons.neurons) == 4 and neurons.task == "cmp"
+    assert (tmp_path / "localise_mlp_ablation_cmp.png").stat().st_size > 0
+    rows = json.loads((tmp_path / "localise_mlp_ablation_cmp.json").read_text())["rows"]
+    assert [(r["step"], r["layer"]) for r in rows] == [(0, 0), (0, 1), (4, 0), (4, 1)]
 
 
-def test_figures_from_the_runs_wandb_offline_files(run_folder, tmp_path):
-    _analyze("figures", str(run_folder), "--task", "cmp", "--out", str(tmp_path))
+def test_figures_from_the_runs_metrics_record(run_folder, tmp_path):
+    """The save folder's metrics.jsonl and config.yaml make every figure; the add task (one injection every
+    2 steps, evaluations at 2 and 4) gives Fig. 8 one drop, the cmp task (2 instances a step) a refusal."""
+    _analyze("figures", str(run_folder), "--task", "cmp", "--out", str(tmp_path / "cmp"))
+    fig8 = json.loads((tmp_path / "cmp" / "fig8_retention.json").read_text())
+    assert fig8["rows"] == [] and "exactly one injection" in next(iter(fig8["refused"].values()))
+    assert json.loads((tmp_path / "cmp" / "fig5_phase_diagram.json").read_text())["rows"][0]["model"] == "0.404M"
+    _analyze("figures", str(run_folder), "--task", "add", "--out", str(tmp_path))
+    (drop,) = json.loads((tmp_path / "fig8_retention.json").read_text())["rows"]
+    assert (drop["injection_step"], drop["eval_before"], drop["eval_after"]) == (3, 2, 4)
     for name in ("fig5_phase_diagram", "fig6_learning_order", "fig8_retention", "fig9_gradient_cosines",
                  "fig11_12_task_loss_vs_lm_loss_and_compute"):
         assert (tmp_path / f"{name}.png").stat().st_size > 0, name
