@@ -9,22 +9,26 @@ Layouts understood (``<save_folder>/stepN[-unsharded]/``):
 
 The config comes from the checkpoint's own ``config.yaml`` loaded as ``InjectionTrainConfig``, so the run's
 ``injection:`` section (its tasks) is available to the analyses.
+
+Files are read as training reads them (``olmo_injection.olmo_patches``): OLMo's loaders, with only the objects
+OLMo's checkpoints hold allowed to unpickle (``olmo_injection.checkpoint_safety``); anything else is refused
+with ``UntrustedCheckpointError`` unless the caller passes ``trust_checkpoint_code=True``.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Union
 
-import torch
-import torch.distributed.checkpoint as dist_cp
-from olmo.checkpoint import MODEL_AND_OPTIM_FOLDER, build_sharded_checkpointer, load_state_dict
+import olmo.checkpoint
+from olmo.checkpoint import MODEL_AND_OPTIM_FOLDER, build_sharded_checkpointer
 from olmo.model import OLMo
 
+from olmo_injection.checkpoint_safety import trusting_checkpoints
 from olmo_injection.config import InjectionTrainConfig
+from olmo_injection.olmo_patches import apply_olmo_patches
 
 PathLike = Union[str, Path]
 
@@ -90,37 +94,29 @@ def load_checkpoint_config(path: PathLike) -> InjectionTrainConfig:
     return cfg
 
 
-def _load_torch_new_sharded(path: Path, model: OLMo) -> None:
-    """Read the ``model`` entries of a ``TorchNewStyleShardedCheckpointer`` checkpoint into ``model``.
+def load_checkpoint(path: PathLike, trust_checkpoint_code: bool = False) -> LoadedCheckpoint:
+    """Restore the model saved in one checkpoint directory (any layout listed in the module docstring).
 
-    OLMo's own ``load_model_state`` cannot be used with torch 2.13: its ``RemoteFileSystemReader`` misses the
-    abstract methods ``reset`` and ``validate_checkpoint_id`` that newer ``StorageReader``s require (pinned by a
-    test). For a local folder torch's ``FileSystemReader`` reads the same files; ``no_dist`` needs no process group.
+    ``trust_checkpoint_code=True`` loads a file holding objects outside the allow-list in full, running any code
+    it holds: only for a checkpoint from a trusted source.
     """
-    state = {"model": model.state_dict()}
-    dist_cp.load(state, storage_reader=dist_cp.FileSystemReader(str(path / MODEL_AND_OPTIM_FOLDER)), no_dist=True)
-    model.load_state_dict(state["model"])
-
-
-def load_checkpoint(path: PathLike) -> LoadedCheckpoint:
-    """Restore the model saved in one checkpoint directory (any layout listed in the module docstring)."""
     path = Path(path)
     cfg = load_checkpoint_config(path)
     model = OLMo(cfg.model, init_params=False)
-    if (path / MODEL_AND_OPTIM_FOLDER).is_dir():
-        _load_torch_new_sharded(path, model)
-    else:
-        if (path / "model.pt").is_file() or (path / "model.safetensors").is_file():
-            state = load_state_dict(path, "model.pt", map_location="cpu")
+    apply_olmo_patches()  # the allow-list, and a torch_new reader that works with this torch
+    with trusting_checkpoints(trust_checkpoint_code):
+        if (path / MODEL_AND_OPTIM_FOLDER).is_dir():
+            olmo.checkpoint.load_model_state(path, model)
         else:
-            # OLMo's sharded checkpointers unpickle trainer objects (OLMO_NOTES: torch>=2.6 weights_only).
-            os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-            checkpointer = build_sharded_checkpointer(cfg)
-            state, _, _ = checkpointer.unshard_checkpoint(
-                path, load_optimizer_state=False, load_trainer_state=False
-            )
-        state, _ = model._make_state_dict_compatible(state)
-        model.load_state_dict(state)
+            if (path / "model.pt").is_file() or (path / "model.safetensors").is_file():
+                state = olmo.checkpoint.load_state_dict(path, "model.pt", map_location="cpu")
+            else:
+                checkpointer = build_sharded_checkpointer(cfg)
+                state, _, _ = checkpointer.unshard_checkpoint(
+                    path, load_optimizer_state=False, load_trainer_state=False
+                )
+            state, _ = model._make_state_dict_compatible(state)
+            model.load_state_dict(state)
     model.eval()
     return LoadedCheckpoint(path=path, step=checkpoint_step(path), config=cfg, model=model.float())
 

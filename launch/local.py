@@ -23,7 +23,6 @@ def torchrun_command(run: RunSpec, nproc_per_node: int, python: str = sys.execut
 def job_environment() -> Dict[str, str]:
     """The current environment plus what training needs (as the SLURM script sets it)."""
     env = dict(os.environ)
-    env.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # OLMo restores non-tensor trainer state
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .checkpoint_safety import add_trust_checkpoint_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     _register_train(subparsers)
@@ -19,13 +21,14 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         "See `python -m olmo_injection.train --help` for single-process, torchrun and multi-node use.",
     )
     parser.add_argument("config", help="training config YAML (see configs/)")
+    add_trust_checkpoint_argument(parser)
     parser.set_defaults(func=_run_train, accepts_overrides=True)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from .train import run
 
-    return run(args.config, args.overrides)
+    return run(args.config, args.overrides, args.trust_checkpoint)
 
 
 def _load_checked_config(path: str, overrides):

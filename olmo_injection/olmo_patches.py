@@ -2,45 +2,67 @@
 
 The entry point calls ``apply_olmo_patches()`` once per process; ``InjectionTrainer`` uses the scoped
 ``cuda_rng_state_without_cuda()``. Each patch names the upstream code it relies on; tests in
-``tests/test_trainer.py`` (trainer and wandb) and ``tests/test_olmo_patches.py`` (sharded checkpoints) pin
-that code and fail loudly if an upgrade changes it.
+``tests/test_trainer.py`` (trainer and wandb), ``tests/test_olmo_patches.py`` (sharded checkpoints) and
+``tests/test_checkpoint_safety.py`` (what checkpoints may unpickle) pin that code and fail loudly if an upgrade
+changes it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Dict, Iterator, Optional, Union
 
 import torch
 from olmo.checkpoint import RemoteFileSystemReader
+from olmo.util import resource_path
+
+from .checkpoint_safety import allow_olmo_checkpoint_globals, load_refused_torch_file
 
 log = logging.getLogger(__name__)
 
-NO_WEIGHTS_ONLY_LOAD_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
-
 REPLACED_UPSTREAM: Dict[str, Any] = {}
-"""The upstream objects the sharded-checkpoint patches replaced, by ``module.name``; tests pin their behaviour."""
+"""The upstream objects the patches replaced, by ``module.name``; tests pin their behaviour."""
 
 
 def apply_olmo_patches() -> None:
     """Apply the process-wide patches (idempotent)."""
-    allow_full_checkpoint_loading()
+    load_only_allow_listed_checkpoint_contents()
     make_olmo_wandb_calls_failsafe()
     complete_torch_new_checkpoint_reader()
     make_olmo_core_optimizer_state_init_side_effect_free()
 
 
-def allow_full_checkpoint_loading() -> None:
-    """Let OLMo's checkpointer load its own trainer and optimizer state on torch >= 2.6.
+def load_only_allow_listed_checkpoint_contents() -> None:
+    """Load OLMo's checkpoints with torch's ``weights_only`` unpickler and ``checkpoint_safety``'s allow-list.
 
-    ``olmo.checkpoint.load_state_dict`` calls ``torch.load`` without ``weights_only``; since torch 2.6 that
-    defaults to ``weights_only=True``, which refuses the numpy RNG state and ``Path`` lists OLMo saves in
-    ``train.pt``. torch reads this variable at every ``torch.load`` call. Only our own checkpoints are loaded.
+    Every checkpointer reads model, optimizer and trainer state through ``olmo.checkpoint.load_state_dict``
+    (looked up by its module-level name), which calls ``torch.load`` without ``weights_only``: torch >= 2.6 then
+    unpickles with ``weights_only=True``, which refuses the numpy RNG state and ``Path`` lists in ``train.pt``
+    unless they are allowed. ``load_state_dict_naming_refused_file`` replaces it so a refusal names the file.
     """
-    os.environ[NO_WEIGHTS_ONLY_LOAD_ENV] = "1"
+    allow_olmo_checkpoint_globals()
+    import olmo.checkpoint
+
+    replace_upstream(olmo.checkpoint, "load_state_dict", load_state_dict_naming_refused_file)
+
+
+def load_state_dict_naming_refused_file(
+    checkpoint_dir: Union[str, os.PathLike], fname: str, *, local_cache: Optional[Union[str, os.PathLike]] = None,
+    map_location: Optional[str] = None,
+) -> Any:
+    """OLMo's ``load_state_dict``; a file torch's ``weights_only`` unpickler refuses raises
+    ``checkpoint_safety.UntrustedCheckpointError`` naming it (or, when trusted, loads in full)."""
+    try:
+        return REPLACED_UPSTREAM["olmo.checkpoint.load_state_dict"](
+            checkpoint_dir, fname, local_cache=local_cache, map_location=map_location
+        )
+    except pickle.UnpicklingError as refusal:
+        path = resource_path(str(checkpoint_dir).rstrip("/"), fname, local_cache=local_cache)
+        return load_refused_torch_file(path, refusal, map_location)
 
 
 class FailSafeWandb:

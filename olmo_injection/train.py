@@ -42,6 +42,7 @@ from olmo.config import CheckpointType, DDPConfig, DistributedStrategy
 from olmo.torch_util import barrier, get_default_device, get_global_rank, get_local_rank, get_world_size, seed_all
 from omegaconf import OmegaConf
 
+from .checkpoint_safety import add_trust_checkpoint_argument, trusting_checkpoints
 from .config import InjectionTrainConfig, validate_config
 from .hooks.base import TrainingHook
 from .metrics_record import METRICS_RECORD_FILE, MetricsRecord
@@ -358,8 +359,11 @@ def print_outputs(result: RunResult) -> None:
     print("\n".join(lines), flush=True)
 
 
-def run(config_path: str, overrides: List[str]) -> int:
-    """Load, validate and train; returns the process exit status (see the module docstring)."""
+def run(config_path: str, overrides: List[str], trust_checkpoint: bool = False) -> int:
+    """Load, validate and train; returns the process exit status (see the module docstring).
+
+    ``trust_checkpoint``: resume from a checkpoint even if it holds objects outside the allow-list
+    (``checkpoint_safety.trusting_checkpoints``)."""
     from olmo.util import prepare_cli_environment
 
     prepare_cli_environment()
@@ -367,7 +371,8 @@ def run(config_path: str, overrides: List[str]) -> int:
     if cfg.dry_run:
         print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         return 0
-    result = train(cfg)
+    with trusting_checkpoints(trust_checkpoint):
+        result = train(cfg)
     if result.rank == 0:
         print_outputs(result)
     return 0 if result.stopped_by_signal is None else 128 + result.stopped_by_signal
@@ -376,8 +381,9 @@ def run(config_path: str, overrides: List[str]) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m olmo_injection.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="training config YAML (see configs/)")
+    add_trust_checkpoint_argument(parser)
     args, overrides = parser.parse_known_args(argv)
-    return run(args.config, overrides)
+    return run(args.config, overrides, args.trust_checkpoint)
 
 
 if __name__ == "__main__":

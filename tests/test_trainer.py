@@ -7,19 +7,14 @@ revisit. The end-to-end behaviour (hooks called, signals, resume) is tested in `
 from __future__ import annotations
 
 import inspect
-import io
-import os
 
-import numpy as np
 import pytest
 import torch
 import wandb
-from olmo import checkpoint as olmo_checkpoint
 from olmo import train as olmo_train
 from olmo.train import Trainer
 
 from olmo_injection.olmo_patches import (
-    NO_WEIGHTS_ONLY_LOAD_ENV,
     FailSafeWandb,
     apply_olmo_patches,
     cuda_rng_state_without_cuda,
@@ -37,18 +32,6 @@ def test_trainer_overrides_only_the_documented_methods():
         "__post_init__", "fit", "train_step", "model_forward", "eval", "check_if_cancelled",
         "trainer_state_dict", "close",
     }
-
-
-def test_upstream_checkpoint_load_needs_full_unpickling(monkeypatch):
-    assert "torch.load(path, map_location=map_location)" in inspect.getsource(olmo_checkpoint.load_state_dict)
-    buffer = io.BytesIO()
-    torch.save({"rng": {"numpy": np.random.get_state()}}, buffer)  # what OLMo's train.pt holds
-    monkeypatch.delenv(NO_WEIGHTS_ONLY_LOAD_ENV, raising=False)
-    with pytest.raises(Exception, match="[Ww]eights only load failed"):
-        torch.load(io.BytesIO(buffer.getvalue()))
-    apply_olmo_patches()
-    assert os.environ[NO_WEIGHTS_ONLY_LOAD_ENV] == "1"
-    assert torch.load(io.BytesIO(buffer.getvalue()))["rng"]["numpy"][0] == "MT19937"
 
 
 def test_upstream_fit_logs_through_the_module_level_wandb_name():
