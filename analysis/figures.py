@@ -29,17 +29,21 @@ Rows = List[Dict[str, Any]]
 
 
 def _write(fig, rows: Rows, out_dir: Path, name: str, meta: Dict[str, Any]) -> Rows:
+    """Save ``fig`` and ``rows`` as ``<name>.png/.csv/.json``; the JSON also lists the panels' messages."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out_dir / f"{name}.png", dpi=120)
-    plt.close(fig)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     with (out_dir / f"{name}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    (out_dir / f"{name}.json").write_text(json.dumps({"figure": name, **meta, "rows": rows}, indent=1, default=str))
+    # What ``show_message`` wrote in place of panels (panels with hidden axes), so the JSON says it too.
+    messages = [text.get_text() for ax in fig.axes if not ax.axison for text in ax.texts]
+    (out_dir / f"{name}.json").write_text(
+        json.dumps({"figure": name, **meta, "messages": messages, "rows": rows}, indent=1, default=str))
+    plt.close(fig)
     return rows
 
 
@@ -50,7 +54,7 @@ def show_message(ax, text: str) -> None:
     ax.set_axis_off()
 
 
-def heat_map(ax, grid: np.ndarray, row_labels: Sequence[str], column_labels: Sequence[str], fmt: str = "{:.2f}"):
+def heat_map(ax, grid: np.ndarray, row_labels: Sequence[str], column_labels: Sequence[str], fmt: str = "{:.3g}"):
     """Draw ``grid`` [rows, columns] with each cell's value printed in it (``n/a`` for NaN); returns the image."""
     image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
     finite = grid[np.isfinite(grid)]
@@ -149,7 +153,7 @@ def learning_order(runs: Sequence[RunLog], task: str, out_dir: Path, threshold: 
         right.plot(*zip(*points), "o-", label=model[1])
     if gap_rows:
         right.set_xscale("log")
-        right.set_xlabel("gap N (N instances every N batches)")
+        right.set_xlabel("gap (batches between injections)")
         right.set_ylabel("final task test loss")
         right.set_title(f"Fig. 6b: {task} final test loss vs gap")
         right.legend(fontsize=6)
@@ -160,8 +164,8 @@ def learning_order(runs: Sequence[RunLog], task: str, out_dir: Path, threshold: 
 
 
 def feature_presence_over_checkpoints(results: Sequence[Dict[str, Any]], out_dir: Path) -> Rows:
-    """Fig. 7: probe R^2 per position against the checkpoint step, with the shuffled-value null's 95th percentile
-    (dashed) and a zero line; ``results`` are rows with ``run``, ``step``, ``r2`` (``{"tok1": ..}``) and
+    """Fig. 7: probe R^2 per position against the checkpoint step, with the shuffled-value null (a band from its
+    mean to its 95th percentile) and a zero line; ``results`` are rows with ``run``, ``step``, ``r2`` (``{"tok1": ..}``) and
     ``null_r2`` (``{"tok1": {"mean": .., "q95": ..}}``) as ``olmo-inject analyze probe`` writes them."""
     rows = []
     for r in results:
@@ -180,10 +184,10 @@ def feature_presence_over_checkpoints(results: Sequence[Dict[str, Any]], out_dir
         for position in [k[3:] for k in mine[0] if k.startswith("r2_")]:
             line, = ax.plot([r["step"] for r in mine], [r[f"r2_{position}"] for r in mine], "o-",
                             label=f"{run} {position}")
-            nulls = [r[f"null_r2_q95_{position}"] for r in mine]
-            if all(v is not None for v in nulls):
-                ax.plot([r["step"] for r in mine], nulls, "--", color=line.get_color(),
-                        label=f"{run} {position} null (95th pct)")
+            means, q95s = ([r[f"null_r2_{which}_{position}"] for r in mine] for which in ("mean", "q95"))
+            if all(v is not None for v in means + q95s):
+                ax.fill_between([r["step"] for r in mine], means, q95s, color=line.get_color(), alpha=0.2,
+                                label=f"{run} {position} null (mean to 95th pct)")
     if rows:
         ax.axhline(0, color="black", lw=0.7)
         components = sorted({r["num_components"] for r in rows if r["num_components"] is not None})
@@ -369,7 +373,7 @@ def mlp_ablation_over_checkpoints(results: Sequence[Dict[str, Any]], task: str, 
          "mean_loss_increase": r["ablation"]["mean_loss_increase"][layer]}
         for r in ordered for layer in range(len(r["ablation"]["zero_loss_increase"]))
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 1.5 + 0.5 * max(1, len(ordered))))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 2.5 + 0.6 * max(1, len(ordered))))
     for ax, ablation in zip(axes, ("zero", "mean")):
         if not ordered:
             show_message(ax, "no localisation results")
