@@ -1,6 +1,6 @@
 """Convert an OLMo 0.6.0 model, in process, to Hugging Face ``transformers``' ``OlmoForCausalLM``.
 
-Weight mapping (OLMO_NOTES, "Model"):
+Weight mapping (docs/olmo_0_6_0.md#model):
 
 * ``att_proj`` is q, k, v fused along the output dimension, in that order -> ``q_proj``, ``k_proj``, ``v_proj``;
 * ``ff_proj`` is SwiGLU's ``[x, gate]`` halves in that order (OLMo's activation computes ``silu(gate) * x``)

@@ -3,7 +3,7 @@
 Ablation replaces the output of one block's MLP (its ``ff_out``) at every position by zero, or by its mean over
 the task prompts at that position, and reports the change of the task loss. Task neurons are the MLP neurons of
 the first block ranked by the norm of the task-loss gradient on the weights each neuron owns: rows ``i`` and
-``hidden/2 + i`` of ``ff_proj.weight`` and column ``i`` of ``ff_out.weight`` (OLMO_NOTES, SwiGLU layout).
+``hidden/2 + i`` of ``ff_proj.weight`` and column ``i`` of ``ff_out.weight`` (docs/olmo_0_6_0.md#model, SwiGLU layout).
 """
 
 from __future__ import annotations

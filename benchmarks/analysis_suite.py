@@ -2,7 +2,7 @@
 
     python benchmarks/analysis_suite.py [--checkpoint RUN/stepN-unsharded --cmp-task cmp --add-task add]
 
-Without ``--checkpoint`` it saves a freshly initialised 20M model (SPEC Table 2: 16 layers, d_model 192, MLP 1536,
+Without ``--checkpoint`` it saves a new 20M model (docs/science.md#model-ladder: 16 layers, d_model 192, MLP 1536,
 8 heads; 28,753,920 parameters) as an unsharded checkpoint in a temporary folder and builds T_CMP and T_ADD
 (100 values each) with the real tokenizer. Prints and writes (``--out``, JSON) seconds per analysis, with the
 machine's load average (other jobs on a shared machine slow every number).

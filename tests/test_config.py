@@ -10,7 +10,7 @@ CONFIG = str(Path(__file__).parents[1] / "configs" / "tiny.yaml")
 
 
 def test_olmo_config_fact_unknown_sections_are_refused_by_plain_trainconfig():
-    """OLMO_NOTES: TrainConfig's schema is strict, which is why InjectionTrainConfig subclasses it."""
+    """docs/olmo_0_6_0.md#configuration: TrainConfig's schema is strict, so InjectionTrainConfig subclasses it."""
     from olmo.config import TrainConfig
     from olmo.exceptions import OLMoConfigurationError
 

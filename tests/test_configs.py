@@ -19,7 +19,7 @@ DOLMA = CONFIGS / "base" / "dolma_v1_7.yaml"
 ALL_YAML = sorted(CONFIGS.rglob("*.yaml"))
 SWEEPS = [p for p in ALL_YAML if "sweep" in (OmegaConf.load(p) or {})]
 
-# Table 2 of the paper (SPEC section 3): name -> (parameters, layers, d_model, MLP hidden, heads).
+# Table 2 of the paper (docs/science.md#model-ladder): name -> (parameters, layers, d_model, MLP hidden, heads).
 LADDER = {
     "4M": (6_963_200, 8, 64, 512, 8),
     "20M": (28_753_920, 16, 192, 1_536, 8),

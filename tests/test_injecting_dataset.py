@@ -51,7 +51,7 @@ def assert_same_batches(a, b):
 
 
 def test_olmo_loader_fact_ranks_are_interleaved(make_config):
-    """OLMO_NOTES: row j of rank r is global slot r + world_size * j; our reassembly relies on it."""
+    """docs/olmo_0_6_0.md#data-order: row j of rank r is global slot r + world_size * j; our reassembly needs it."""
     cfg = make_config(global_batch=8, world_size=2)
     cfg.save_overwrite = True
     plain = [build_train_dataloader(cfg, world_size=2, rank=r) for r in range(2)]

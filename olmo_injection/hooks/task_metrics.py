@@ -14,7 +14,7 @@ positions 0 and 1): ``loss`` = mean cross-entropy of the LABEL token over the fu
 ``acc`` = argmax over the task's possible label tokens is the right one, ``acc_vocab`` = argmax over the whole
 vocabulary is the right token.
 
-Reference prompts from natural text (SPEC sec. 3), scored with the next-token distribution after the prompt,
+Natural-text reference prompts (docs/science.md#measurements), scored with the next-token distribution after the prompt,
 numbers being the single tokens ``" 0"``, ``" 1"``, ... of the OLMo tokenizer; N = ``reference_max_value``:
 
 - for ``cmp`` tasks, ``"it has increased from {x} to"`` for x = 0 .. N-2; the right continuations are the

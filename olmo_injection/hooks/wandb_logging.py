@@ -3,7 +3,7 @@
 OLMo's ``Trainer.fit`` logs every step's and every evaluation's metrics (ours are merged into them) with
 ``wandb.log`` whenever ``cfg.wandb`` is set and a run is active; this module only starts that run:
 
-- project, group, run name and tags derived from the config when not set: model size (the SPEC name, e.g.
+- project, group, run name and tags derived from the config when not set: model size (the paper's name, e.g.
   ``4M``, from the exact parameter count), tasks with their frequency or n/gap, and the seed, so a sweep
   groups itself on the dashboard (group = everything but the seed);
 - the full resolved config attached;
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PROJECT = "olmo-injection"
 RUN_ID_FILE = "wandb_run_id"
 
-# SPEC sec. 3, Table 2: exact parameter counts of the paper's models.
+# docs/science.md#model-ladder (the paper's Table 2): exact parameter counts of the paper's models.
 MODEL_SIZES = {6_963_200: "4M", 28_753_920: "20M", 371_458_048: "300M", 1_279_787_008: "1B", 4_707_057_664: "4B"}
 
 
@@ -49,7 +49,7 @@ class RunIdentity:
 
 
 def model_size_name(num_params: int) -> str:
-    """The SPEC name of a model size (``4M``) for an exact Table-2 count, else e.g. ``0.41M``."""
+    """The paper's name of a model size (``4M``) for an exact Table-2 count, else e.g. ``0.41M``."""
     if num_params in MODEL_SIZES:
         return MODEL_SIZES[num_params]
     return f"{num_params / 1e6:.3g}M" if num_params < 1e9 else f"{num_params / 1e9:.3g}B"

@@ -1,7 +1,7 @@
 """Typed configuration of the synthetic mixture-of-regressions module, validated in one place.
 
 ``SyntheticConfig.validate()`` is the only place user input is checked: it raises ``ValueError`` naming the
-field, its value and what is allowed, before any training starts. Defaults follow SPEC section 2 (K = 32,
+field, its value and what is allowed, before any training starts. Defaults: docs/science.md#synthetic-module (K = 32,
 m = 16, beta = 1.5, alpha = 1.0, widths on a log grid 4..512, frequent-set threshold 0.9 of prior mass); the
 values the paper does not state (learning rate, warm-up, clip, batch size, step count) were tuned so that the
 default phase diagram converges on a 2-core CPU in minutes (see ``README.md`` in this folder).

@@ -42,7 +42,7 @@ def test_task_neurons_are_the_largest_gradient_neurons():
     task = synthetic_task("cmp", 8)
     cfg = LocalisationConfig(num_task_neurons=5)
     gradients = task_neuron_gradients(model, task, cfg)
-    # Brute force: neuron 3's value row is row 3 of ff_proj's gradient (OLMO_NOTES SwiGLU layout).
+    # Brute force: neuron 3's value row is row 3 of ff_proj's gradient (docs/olmo_0_6_0.md#model, SwiGLU layout).
     model.zero_grad()
     loss = torch.nn.functional.cross_entropy(label_position_logits(model, prompt_ids(task, range(64))),
                                              torch.as_tensor(task.instances[:, 2]))
