@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Spelt in pieces so that this file does not match itself.
 OUTSIDE_REFERENCES = re.compile(
-    "|".join([r"\.\./" + "shared", "/work/" + "shared", "SPEC" + r"\.md", r"\b" + "SPEC" + r"\b",
+    "|".join([r"\.\./" + "shared", "/work/" + "shared", "SP" + r"EC\.md", r"\bSP" + r"EC\b",
               "OLMO" + "_NOTES", "paper" + r"\.txt"])
 )
 
