@@ -39,12 +39,15 @@ def _write(fig, rows: Rows, out_dir: Path, name: str, meta: Dict[str, Any]) -> R
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    # What ``show_message`` wrote in place of panels (panels with hidden axes), so the JSON says it too.
-    messages = [text.get_text() for ax in fig.axes if not ax.axison for text in ax.texts]
     (out_dir / f"{name}.json").write_text(
-        json.dumps({"figure": name, **meta, "messages": messages, "rows": rows}, indent=1, default=str))
+        json.dumps({"figure": name, **meta, "messages": panel_messages(fig), "rows": rows}, indent=1, default=str))
     plt.close(fig)
     return rows
+
+
+def panel_messages(fig) -> List[str]:
+    """What ``show_message`` wrote in place of ``fig``'s panels (the texts of panels with hidden axes)."""
+    return [text.get_text() for ax in fig.axes if not ax.axison for text in ax.texts]
 
 
 def show_message(ax, text: str) -> None:

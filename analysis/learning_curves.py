@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from olmo_injection import metric_names as M  # noqa: E402
 
-from .figures import first_step_reaching, show_message  # noqa: E402
+from .figures import first_step_reaching, panel_messages, show_message  # noqa: E402
 from .run_logs import RunLog, read_run_folder  # noqa: E402
 from .run_table import instances_per_token, schedule_label  # noqa: E402
 
@@ -51,7 +51,7 @@ def _label(run: RunLog, task: Dict[str, Any]) -> str:
 def learning_curve_figure(save_folder: PathLike, out_png: PathLike) -> Rows:
     """Draw task test loss (left) and test accuracy (right, chance dashed) against step, one line per task
     labelled with its kind and frequency, into ``out_png``; the numbers go to the ``.csv`` and ``.json`` beside
-    it. Returns one row per task and evaluation step: ``task``, ``step``, ``test_loss``, ``test_acc``,
+    it (the JSON with the tasks' config, the legend and any panel's message). Returns one row per task and evaluation step: ``task``, ``step``, ``test_loss``, ``test_acc``,
     ``train_acc`` (None where not logged). ValueError naming the file when the folder has no run."""
     run = read_run_folder(save_folder)
     out_png = Path(out_png)
@@ -89,13 +89,16 @@ def learning_curve_figure(save_folder: PathLike, out_png: PathLike) -> Rows:
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=120)
+    messages = panel_messages(fig)
+    legend = [line.get_label() for line in acc_ax.lines if not line.get_label().startswith("_")]
     plt.close(fig)
     with out_png.with_suffix(".csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["task", "step", "test_loss", "test_acc", "train_acc"])
         writer.writeheader()
         writer.writerows(rows)
     out_png.with_suffix(".json").write_text(json.dumps(
-        {"figure": "learning_curves", "save_folder": str(save_folder), "tasks": _tasks(run), "rows": rows},
+        {"figure": "learning_curves", "save_folder": str(save_folder), "tasks": _tasks(run), "legend": legend,
+         "messages": messages, "rows": rows},
         indent=1, default=str))
     return rows
 

@@ -160,6 +160,22 @@ def test_figures_from_the_runs_metrics_record(run_folder, tmp_path):
     assert -1 <= fig9["cos_g_injection_mean"] <= 1
 
 
+def test_learning_curves_and_table_from_the_real_run(run_folder, tmp_path):
+    """What the main job prints at the end, on the metrics record the tiny run wrote."""
+    from analysis.learning_curves import format_learning_table, learning_curve_figure, learning_table
+    from olmo_injection.metrics_record import read_metrics_record
+
+    rows = {r["task"]: r for r in learning_table(run_folder, threshold=0.9)}
+    assert set(rows) == {"cmp", "add"}
+    last = read_metrics_record(run_folder)[-1]
+    assert last["_step"] == STEPS[-1] and rows["cmp"]["final_step"] == STEPS[-1]
+    assert rows["cmp"]["final_test_acc"] == last["task/cmp/test/acc"]
+    assert rows["add"]["frequency"] == "n=1/gap=2" and rows["cmp"]["frequency"] == "7.8e-03/token"
+    assert "cmp" in format_learning_table(list(rows.values()))
+    curves = learning_curve_figure(run_folder, tmp_path / "learning_curves.png")
+    assert {(r["task"], r["step"]) for r in curves} == {(t, s) for t in ("cmp", "add") for s in (2, 4)}
+
+
 def test_bad_option_is_reported_before_any_checkpoint_is_loaded(run_folder, tmp_path, capsys):
     assert main(["analyze", "das", str(run_folder), "--task", "cmp", "--epochs", "0", "--out", str(tmp_path)]) == 2
     assert "epochs=0" in capsys.readouterr().err
