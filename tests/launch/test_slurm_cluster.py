@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
-import yaml
 
-from launch.slurm import plan_jobs, submit
-from launch.slurm_config import slurm_config_from
-from launch_testing import TINY_CONFIG
+from launch_testing import preempt, run_log, submit_tiny_run, wait_until_done
 from olmo_injection.hooks.wandb_logging import read_wandb_history
-from olmo_injection.sweep import expand_sweep, load_sweep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -27,51 +20,11 @@ STEPS = 12
 SAVE_INTERVAL = 4
 LOSS = "train/CrossEntropyLoss"
 EVAL_LOSS = "eval/validation/CrossEntropyLoss"
-WAIT_S = 300
 
 
-def job_info(job_id: str) -> dict:
-    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
-    return dict(re.findall(r"(\w+)=(\S*)", out))
-
-
-def wait_for(condition, what: str, log: Path, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    tail = log.read_text()[-3000:] if log.exists() else "(no log yet)"
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; job log tail:\n{tail}")
-
-
-def submit_tiny_run(root: Path, name: str):
-    """Submit the tiny config (12 steps, 2 CPU processes) through the launcher; returns (task id, run)."""
-    sweep_file = root / f"{name}.yaml"
-    sweep_file.write_text(yaml.safe_dump({
-        "sweep": {"name": name, "base": [str(TINY_CONFIG)], "overrides": {"max_duration": STEPS}},
-        "slurm": {"runs_root": str(root / "runs"), "cpu": True, "nproc_per_node": 2, "cpus_per_node": 2,
-                  "time": "20", "env": {"WANDB_MODE": "offline"}},
-    }))
-    sweep = load_sweep(sweep_file)
-    slurm = slurm_config_from(sweep.slurm)
-    (job,) = plan_jobs(sweep.name, expand_sweep(sweep, slurm.runs_root), slurm)
-    array_id = submit(job)
-    return f"{array_id}_0", job.runs[0]
-
-
-def run_log(run) -> Path:
-    logs = sorted((run.run_dir / "logs").glob("slurm-*.out"))
-    return logs[0] if logs else run.run_dir / "logs" / "slurm-pending.out"
-
-
-def wait_until_done(task_id: str, run) -> dict:
-    def finished():
-        info = job_info(task_id)
-        return info if info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") else None
-
-    return wait_for(finished, f"job {task_id} to finish", run_log(run))
+def submit_two_process_run(root, name):
+    """The tiny config for 12 steps, 2 CPU processes on the debug node."""
+    return submit_tiny_run(root, name, {"max_duration": STEPS}, {"nproc_per_node": 2, "cpus_per_node": 2})
 
 
 def history(run) -> dict:
@@ -80,25 +33,15 @@ def history(run) -> dict:
 
 def preempt_after_first_checkpoint(task_id: str, run) -> None:
     """Signal the job as SLURM does before its time limit, once it has a checkpoint; wait for the requeue."""
-    checkpoints = run.run_dir / "checkpoints"
-    wait_for(lambda: (checkpoints / f"step{SAVE_INTERVAL}-unsharded").is_dir(), "the first checkpoint", run_log(run))
-    # SLURM's --signal=B:USR1@<seconds> delivers USR1 to the batch shell only; so does this.
-    subprocess.run(["scancel", "--signal=USR1", "--batch", task_id], check=True)
-
-    def requeued():
-        info = job_info(task_id)
-        return int(info.get("Restarts", 0)) >= 1 and info.get("JobState") == "PENDING"
-
-    wait_for(requeued, "the job to be requeued", run_log(run))
-    # It starts again by itself after the cluster's cred_expire (10 s, launch/slurm_local.sh). Releasing it earlier
-    # races the revocation of its previous run's credential ("Job credential revoked").
+    first = run.run_dir / "checkpoints" / f"step{SAVE_INTERVAL}-unsharded"
+    preempt(task_id, run, first.is_dir, "the first checkpoint")
 
 
 @pytest.fixture(scope="module")
 def jobs(slurm_cluster, tmp_path_factory):
     """Two identical tiny runs submitted together; the second is preempted after its first checkpoint."""
     root = tmp_path_factory.mktemp("slurm")
-    submitted = {"reference": submit_tiny_run(root, "reference"), "preempted": submit_tiny_run(root, "preempted")}
+    submitted = {name: submit_two_process_run(root, name) for name in ("reference", "preempted")}
     preempt_after_first_checkpoint(*submitted["preempted"])
     return submitted
 
