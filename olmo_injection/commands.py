@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .checkpoint_safety import add_trust_checkpoint_argument
+from .experiment import add_experiment_flags
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,13 +23,15 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("config", help="training config YAML (see configs/)")
     add_trust_checkpoint_argument(parser)
+    add_experiment_flags(parser)
     parser.set_defaults(func=_run_train, accepts_overrides=True)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from .train import run
 
-    return run(args.config, args.overrides, args.trust_checkpoint)
+    return run(args.config, args.overrides, args.trust_checkpoint, extend=args.extend,
+               allow_config_change=args.allow_config_change, prog="olmo-inject train")
 
 
 def _load_checked_config(path: str, overrides):

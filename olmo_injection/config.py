@@ -8,17 +8,20 @@ its value and what is allowed, before any long work starts.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
+import numpy as np
 import yaml
 from olmo.config import TrainConfig
 from olmo.exceptions import OLMoConfigurationError
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from omegaconf.nodes import BooleanNode
 
 from .hooks.grad_interference_config import GradInterferenceConfig
 from .hooks.task_eval_config import TaskEvalConfig
@@ -120,22 +123,111 @@ class InjectionTrainConfig(TrainConfig):
     def load(cls, path, overrides: Optional[List[str]] = None, key: Optional[str] = None, validate_paths: bool = True):
         """OLMo's loader, plus dotted overrides that index into lists (``injection.tasks.0.schedule.n=10``).
 
+        Overrides are OLMo's (``--a.b=c``, ``a.b=c``; a bare ``--flag`` sets a boolean field to true).
         OmegaConf's ``from_dotlist``, which OLMo merges overrides with, cannot address a list element; those
-        overrides are applied after the others, with ``OmegaConf.update``.
+        overrides are applied after the others, with ``OmegaConf.update``. Every problem with the file or an
+        override raises ``OLMoConfigurationError`` with a one-line message naming the file or field.
         """
-        overrides = list(overrides or [])
+        from olmo.util import clean_opt
+
+        raw = _read_yaml_mapping(path)
+        merged = _merged_with_schema(cls, raw, f"config file {path}")
+        overrides = [_checked_override(merged, o) for o in overrides or []]
+        overrides = [clean_opt(o) for o in overrides]
         indexed = [o for o in overrides if _LIST_INDEX.search(o.split("=", 1)[0])]
-        cfg = super().load(path, [o for o in overrides if o not in indexed], key, validate_paths)
+        try:
+            cfg = super().load(path, [o for o in overrides if o not in indexed], key, validate_paths)
+        except OLMoConfigurationError as exc:
+            raise OLMoConfigurationError(_one_line(exc)) from exc
         if not indexed:
             return cfg
         conf = OmegaConf.structured(cfg)
-        try:
-            for override in indexed:
-                dotted, _, value = override.partition("=")
+        for override in indexed:
+            dotted, _, value = override.partition("=")
+            _check_list_indices(conf, dotted, override)
+            try:
                 OmegaConf.update(conf, dotted, yaml.safe_load(value), merge=True)
+            except (OmegaConfBaseException, yaml.YAMLError) as exc:
+                raise OLMoConfigurationError(f"override {override!r}: {_one_line(exc)}") from exc
+        try:
             return OmegaConf.to_object(conf)
-        except (OmegaConfBaseException, IndexError) as exc:
-            raise OLMoConfigurationError(f"override {override!r}: {exc}") from exc
+        except OmegaConfBaseException as exc:
+            raise OLMoConfigurationError(_one_line(exc)) from exc
+
+
+def _read_yaml_mapping(path) -> DictConfig:
+    """The YAML file at ``path`` as a mapping; ``OLMoConfigurationError`` naming the file otherwise."""
+    if not Path(path).is_file():
+        raise OLMoConfigurationError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = OmegaConf.load(str(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise OLMoConfigurationError(f"config file {path}: not valid YAML{where}: {problem}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OLMoConfigurationError(f"config file {path}: cannot be read: {exc}") from exc
+    if not isinstance(raw, DictConfig):
+        raise OLMoConfigurationError(
+            f"config file {path}: holds a YAML {type(raw).__name__.removesuffix('Config').lower()}; "
+            "it must be a mapping of config fields (model:, data:, injection:, ...)"
+        )
+    return raw
+
+
+def _merged_with_schema(cls, raw: DictConfig, where: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(OmegaConf.structured(cls), cls.update_legacy_settings(raw))
+    except OmegaConfBaseException as exc:
+        raise OLMoConfigurationError(f"{where}: {_one_line(exc)}") from exc
+
+
+def _checked_override(conf: DictConfig, override: str) -> str:
+    """``override`` unchanged; ``OLMoConfigurationError`` if it has no value but names a non-boolean field."""
+    if "=" in override:
+        return override
+    dotted = override.strip("-").replace("-", "_")
+    node: Any = conf
+    for part in dotted.split("."):
+        try:
+            node = node._get_node(int(part) if isinstance(node, ListConfig) else part)
+        except (OmegaConfBaseException, ValueError, IndexError, AttributeError, KeyError):
+            node = None
+        if node is None:
+            return override  # an unknown field: the loader names it
+    if not isinstance(node, BooleanNode):
+        raise OLMoConfigurationError(
+            f"override --{dotted} has no value: write --{dotted}=VALUE (only boolean fields may be given alone)"
+        )
+    return override
+
+
+def _check_list_indices(conf: DictConfig, dotted: str, override: str) -> None:
+    """``OLMoConfigurationError`` if a list index in ``dotted`` is past the end of its list."""
+    node: Any = conf
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, ListConfig):
+            if not part.isdigit() or int(part) >= len(node):
+                where = ".".join(parts[:i])
+                raise OLMoConfigurationError(
+                    f"override {override!r}: index {part} is out of range; {where} has {len(node)} elements "
+                    f"(indices 0..{len(node) - 1})"
+                )
+            node = node[int(part)]
+        elif isinstance(node, DictConfig) and part in node:
+            node = node[part]
+        else:
+            return  # an unknown key: OmegaConf's own update names it
+
+
+def _one_line(exc: Exception) -> str:
+    """An OmegaConf (or OLMo-wrapped OmegaConf) error as one line: ``field: problem``."""
+    cause = exc if isinstance(exc, OmegaConfBaseException) else exc.__context__ or exc
+    message = str(getattr(cause, "msg", None) or cause).strip().splitlines()[0]
+    key = getattr(cause, "full_key", None)
+    return f"{key}: {message}" if key else message
 
 
 def validate_task_config(cfg: TaskConfig, where: str) -> None:
@@ -158,14 +250,149 @@ def validate_task_config(cfg: TaskConfig, where: str) -> None:
         raise ValueError(f"{where}.label_tokens={list(cfg.label_tokens)}: only 'cmp' takes them, two distinct ids")
 
 
-def validate_config(cfg: InjectionTrainConfig) -> None:
-    """Check every user-facing setting of the project's sections; raise ``ValueError`` naming field and value.
+# Step intervals OLMo takes the step modulo (0 divides by zero in the middle of a run); ``None`` turns one off.
+INTERVAL_FIELDS = (
+    "save_interval", "save_interval_unsharded", "save_interval_ephemeral", "eval_interval",
+    "console_log_interval", "canceled_check_interval",
+)
+MAX_DURATION_FORMS = "a positive number of steps (1000), tokens ('2e9T') or epochs ('1ep')"
 
-    Runs before anything is built. Token-level checks (ids in the tokenizer, overlapping token sets) need the
-    tokenizer and run when the tasks are built (``olmo_injection.tasks.build_tasks``).
+
+def max_duration_amount(value) -> tuple:
+    """``max_duration`` as (amount, unit) with unit ``steps``, ``tokens`` or ``epochs``, as OLMo reads it.
+
+    ``ValueError`` naming the field unless it is a positive amount (at least one step).
+    """
+    text = str(value).strip()
+    try:
+        if text.endswith("T"):
+            amount, unit = float(text[:-1]), "tokens"
+        elif text.endswith("ep"):
+            amount, unit = int(text[:-2]), "epochs"
+        else:
+            amount, unit = int(float(text)), "steps"  # OLMo truncates "8.5" to 8 steps
+    except ValueError:
+        raise ValueError(f"max_duration={value!r}: must be {MAX_DURATION_FORMS}") from None
+    if not amount >= 1:
+        raise ValueError(f"max_duration={value!r}: must be {MAX_DURATION_FORMS}")
+    return amount, unit
+
+
+def planned_max_steps(cfg: InjectionTrainConfig, num_sequences: Optional[int]) -> Optional[int]:
+    """Steps ``max_duration`` trains from a fresh start, as OLMo's ``Trainer.max_steps`` counts them.
+
+    ``num_sequences`` (training sequences per epoch) is needed for epochs; ``None`` when it is unknown.
+    """
+    amount, unit = max_duration_amount(cfg.max_duration)
+    tokens_per_batch = cfg.global_train_batch_size * cfg.model.max_sequence_length
+    if unit == "steps":
+        return int(amount)
+    if unit == "tokens":
+        return math.ceil(int(amount) / tokens_per_batch)
+    return None if num_sequences is None else int(amount) * (num_sequences // cfg.global_train_batch_size)
+
+
+def check_token_files(paths, where: str, memmap_dtype: str, sequence_length: int) -> Optional[int]:
+    """Sequences of ``sequence_length`` tokens in the local token files ``paths`` (``None`` if one is remote).
+
+    ``ValueError`` naming ``where.<i>`` and the path for a missing file, an empty file, a size that is not a
+    whole number of ``memmap_dtype`` tokens, or a file shorter than one sequence (it would add nothing).
+    """
+    itemsize = np.dtype(memmap_dtype).itemsize
+    total: Optional[int] = 0
+    for i, path in enumerate(paths or []):
+        name = f"{where}.{i}={str(path)!r}"
+        if "://" in str(path):
+            total = None
+            continue
+        if not Path(path).is_file():
+            raise ValueError(f"{name}: no such data file")
+        size = Path(path).stat().st_size
+        if size == 0:
+            raise ValueError(f"{name}: the data file is empty (0 bytes)")
+        if size % itemsize:
+            raise ValueError(
+                f"{name}: {size} bytes is not a whole number of {memmap_dtype} tokens ({itemsize} bytes each); "
+                "a truncated file, or another memmap_dtype"
+            )
+        if size // itemsize < sequence_length:
+            raise ValueError(
+                f"{name}: holds {size // itemsize} tokens, fewer than one sequence "
+                f"(model.max_sequence_length={sequence_length})"
+            )
+        if total is not None:
+            total += size // itemsize // sequence_length
+    return total
+
+
+def _check_memmap_dtype(name: str, where: str) -> None:
+    if not isinstance(getattr(np, name, None), type) or not issubclass(getattr(np, name), np.integer):
+        raise ValueError(f"{where}.memmap_dtype={name!r}: must be a numpy integer type, e.g. uint16 or uint32")
+
+
+def check_training_settings(cfg: InjectionTrainConfig) -> None:
+    """OLMo fields that OLMo itself accepts but that fail late (mid-run) or train nothing."""
+    if not isinstance(cfg.global_train_batch_size, int) or cfg.global_train_batch_size < 1:
+        raise ValueError(f"global_train_batch_size={cfg.global_train_batch_size!r}: must be an integer >= 1")
+    if cfg.device_train_microbatch_size < 1:
+        raise ValueError(f"device_train_microbatch_size={cfg.device_train_microbatch_size}: must be >= 1")
+    max_duration_amount(cfg.max_duration)
+    for name in INTERVAL_FIELDS:
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name}={value}: must be >= 1 (steps), or null for never")
+    if cfg.wandb is not None and cfg.wandb.log_interval < 1:
+        raise ValueError(f"wandb.log_interval={cfg.wandb.log_interval}: must be >= 1 (steps)")
+    opt = cfg.optimizer
+    if not opt.learning_rate >= 0:
+        raise ValueError(f"optimizer.learning_rate={opt.learning_rate}: must be >= 0")
+    if not opt.weight_decay >= 0:
+        raise ValueError(f"optimizer.weight_decay={opt.weight_decay}: must be >= 0")
+    if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
+        raise ValueError(f"optimizer.betas={list(opt.betas)}: must be two numbers in [0, 1)")
+    if not opt.eps > 0:
+        raise ValueError(f"optimizer.eps={opt.eps}: must be > 0")
+    if cfg.scheduler.t_warmup < 0:
+        raise ValueError(f"scheduler.t_warmup={cfg.scheduler.t_warmup}: must be >= 0")
+    if cfg.max_grad_norm is not None and not cfg.max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm={cfg.max_grad_norm}: must be > 0, or null for no clipping")
+
+
+def check_injection_reaches_training(cfg: InjectionTrainConfig, rates, max_steps: Optional[int]) -> None:
+    """``ValueError`` if a task's schedule injects no instance within the run's ``max_steps`` steps."""
+    if max_steps is None:
+        return
+    for i, (task, rate) in enumerate(zip(cfg.injection.tasks, rates)):
+        if rate.cumulative(max_steps) > 0:
+            continue
+        where = f"injection.tasks.{i}.schedule"
+        if rate.mode == "frequency":
+            needed = math.ceil(1 / rate.instances_per_batch)
+            while rate.cumulative(needed) < 1:  # float rounding of 1 / r
+                needed += 1
+            raise ValueError(
+                f"{where}.instances_per_token={task.schedule.instances_per_token!r}: injects no instance within "
+                f"max_duration={cfg.max_duration!r} ({max_steps} steps of "
+                f"{cfg.global_train_batch_size * cfg.model.max_sequence_length} tokens); the first instance needs "
+                f"{needed} steps"
+            )
+        raise ValueError(
+            f"{where}.offset={rate.offset}: the first injection batch is global batch {rate.offset}, but "
+            f"max_duration={cfg.max_duration!r} trains only batches 0..{max_steps - 1}"
+        )
+
+
+def validate_config(cfg: InjectionTrainConfig) -> None:
+    """Check every user-facing setting; raise ``ValueError`` naming the field, its value and what is allowed.
+
+    Runs before anything is built or written: the project's sections, the OLMo fields that would fail late
+    (intervals, optimizer, batch, ``max_duration``), and the shape of every local token file. Token-level
+    checks (ids in the tokenizer, special tokens, overlapping token sets) need the tokenizer and run when the
+    tasks are built (``olmo_injection.tasks.build_tasks``).
     """
     from .schedule import check_rates_fit, rate_from_config
 
+    check_training_settings(cfg)
     seq_len = cfg.model.max_sequence_length
     if cfg.injection.tasks and seq_len < 4:
         raise ValueError(f"model.max_sequence_length={seq_len}: must be >= 4 to hold TOK1 TOK2 LABEL EOS")
@@ -183,8 +410,19 @@ def validate_config(cfg: InjectionTrainConfig) -> None:
         for i, t in enumerate(cfg.injection.tasks)
     ]
     check_rates_fit(rates, cfg.global_train_batch_size)
-    for i, path in enumerate(cfg.data.paths or []):
-        if "://" not in str(path) and not Path(path).is_file():
-            raise ValueError(f"data.paths.{i}={str(path)!r}: no such data file")
+    _check_memmap_dtype(cfg.data.memmap_dtype, "data")
+    if not cfg.data.paths and not cfg.data.datasets:
+        raise ValueError("data.paths=[]: list at least one token file")
+    num_sequences = check_token_files(cfg.data.paths, "data.paths", cfg.data.memmap_dtype, seq_len)
+    if num_sequences is not None and cfg.data.paths and num_sequences < cfg.global_train_batch_size:
+        raise ValueError(
+            f"data.paths: {num_sequences} sequences of model.max_sequence_length={seq_len} tokens in all, fewer "
+            f"than one global batch (global_train_batch_size={cfg.global_train_batch_size})"
+        )
+    check_injection_reaches_training(cfg, rates, planned_max_steps(cfg, num_sequences if cfg.data.paths else None))
+    for i, evaluator in enumerate(cfg.evaluators):
+        if evaluator.data.paths:
+            _check_memmap_dtype(evaluator.data.memmap_dtype, f"evaluators.{i}.data")
+            check_token_files(evaluator.data.paths, f"evaluators.{i}.data.paths", evaluator.data.memmap_dtype, seq_len)
     cfg.task_eval.validate()
     cfg.grad_interference.validate(names)

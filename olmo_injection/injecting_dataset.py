@@ -24,12 +24,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from olmo.config import TrainConfig
 from olmo.data import DataCollator, IterableDataset, build_memmap_dataset
 from olmo.data.util import get_document_lengths
 from olmo.torch_util import barrier, get_global_rank
 from torch.utils.data import DataLoader
 
+from .hooks.base import TrainingHook
 from .schedule import InjectionSchedule
 
 INJECTED_TASK = "injected_task"
@@ -148,6 +150,51 @@ class InjectionCollator(DataCollator):
         input_ids = item["input_ids"].clone()
         input_ids[:INSTANCE_LENGTH] = self.sequences[task][instance]
         return {**item, "input_ids": input_ids, "doc_lens": get_document_lengths(input_ids, int(input_ids[3]))}
+
+
+class TokenIdCheck(TrainingHook):
+    """Refuses a training batch holding a token id >= ``vocab_size`` before the model sees it.
+
+    Data tokenized with another tokenizer would otherwise index past the embedding (a crash on the CPU, a
+    device-side assert on a GPU) or train on ids no word has. One ``max`` over the device batch per step, and one
+    all-reduce of a flag so every rank stops at the same step; only when a rank finds one does it look up the
+    data file the row came from. ``ValueError`` (on every rank) naming the file, the sequence and the id.
+    """
+
+    def __init__(self, dataset: InjectingIterableDataset, vocab_size: int):
+        self.dataset = dataset
+        self.vocab_size = vocab_size
+
+    def pre_step(self, trainer, batch: Dict[str, Any]) -> None:
+        input_ids = batch["input_ids"]
+        found = bool(input_ids.max() >= self.vocab_size)
+        flag = torch.tensor(float(found), device=trainer.device)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if not flag.item():
+            return
+        mine = self._describe(batch) if found else None
+        messages = [mine]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            messages = [None] * dist.get_world_size()
+            dist.all_gather_object(messages, mine)
+        raise ValueError(next(m for m in messages if m is not None))
+
+    def _describe(self, batch: Dict[str, Any]) -> str:
+        row, column = (int(i) for i in torch.nonzero(batch["input_ids"] >= self.vocab_size)[0])
+        token = int(batch["input_ids"][row, column])
+        position = int(batch[GLOBAL_POSITION][row]) % self.dataset.examples_per_epoch
+        index = int(self.dataset.data_order()[position])
+        memmap = self.dataset.dataset
+        for path, (start, end) in zip(memmap._memmap_paths, memmap.offsets):
+            if start <= index < end:
+                sequence = index - start
+                return (
+                    f"data file {path}: token id {token} at token {sequence * memmap.max_seq_len + column} "
+                    f"(sequence {sequence}) is not below model.vocab_size={self.vocab_size}; the file was made "
+                    "with another tokenizer, or with another data.memmap_dtype"
+                )
+        return f"data.paths: token id {token} in training sequence {index} is not below model.vocab_size={self.vocab_size}"
 
 
 def task_token_mask(batch: Dict[str, Any]) -> torch.Tensor:

@@ -44,6 +44,7 @@ from omegaconf import OmegaConf
 
 from .checkpoint_safety import add_trust_checkpoint_argument, trusting_checkpoints
 from .config import InjectionTrainConfig, validate_config
+from .experiment import add_experiment_flags
 from .hooks.base import TrainingHook
 from .metrics_record import METRICS_RECORD_FILE, MetricsRecord
 from .olmo_patches import apply_olmo_patches
@@ -72,12 +73,11 @@ class RunResult:
 
 
 def load_config(path: str, overrides: List[str]) -> InjectionTrainConfig:
-    """The YAML at ``path`` with OLMo-style dotted ``overrides`` (``--a.b=c`` or ``a.b=c``), validated."""
-    from olmo.util import clean_opt
+    """The YAML at ``path`` with OLMo-style dotted ``overrides`` (``--a.b=c``, ``a.b=c``, ``--flag``), validated.
 
-    if not Path(path).is_file():
-        raise ValueError(f"config file {path!r} does not exist")
-    cfg = InjectionTrainConfig.load(path, [clean_opt(o) for o in overrides])
+    Bad input raises ``ValueError`` or ``OLMoConfigurationError`` with a one-line message.
+    """
+    cfg = InjectionTrainConfig.load(path, overrides)
     validate_config(cfg)
     return cfg
 
@@ -100,12 +100,21 @@ def check_run_settings(cfg: InjectionTrainConfig, world_size: int, device: torch
         raise ValueError(
             f"global_train_batch_size={cfg.global_train_batch_size}: must be divisible by the world size {world_size}"
         )
-    for i, evaluator in enumerate(cfg.evaluators):
-        for j, path in enumerate(evaluator.data.paths or []):
-            if "://" not in str(path) and not Path(path).is_file():
-                raise ValueError(f"evaluators.{i}.data.paths.{j}={str(path)!r}: no such data file")
-    if cfg.device_train_microbatch_size < 1:
-        raise ValueError(f"device_train_microbatch_size={cfg.device_train_microbatch_size}: must be >= 1")
+    check_save_folder(cfg.save_folder)
+
+
+def check_save_folder(save_folder: str) -> None:
+    """``ValueError`` unless ``save_folder`` is (or can be created as) a writable folder; writes nothing."""
+    if "://" in str(save_folder):
+        return
+    path = Path(save_folder).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        raise ValueError(f"save_folder={str(save_folder)!r}: {what}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" ({existing}, where it would be created)"
+        raise ValueError(f"save_folder={str(save_folder)!r}: not writable{where}")
 
 
 def init_distributed() -> Tuple[torch.device, bool]:
@@ -125,6 +134,11 @@ def init_distributed() -> Tuple[torch.device, bool]:
         else:  # a plain `python -m`: a group of one, no network rendezvous needed
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     return device, created
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint folder ``stepN`` or ``stepN-unsharded``."""
+    return int(path.name.removeprefix("step").removesuffix("-unsharded"))
 
 
 def latest_checkpoint(save_folder: Path) -> Optional[Path]:
@@ -177,8 +191,12 @@ def fill_runtime_fields(cfg: InjectionTrainConfig, world_size: int) -> None:
     cfg.device_train_grad_accum = max(cfg.device_train_batch_size // cfg.device_train_microbatch_size, 1)
     if cfg.distributed_strategy == DistributedStrategy.ddp:
         cfg.ddp = cfg.ddp or DDPConfig()
-        # OLMo saves only unsharded checkpoints under DDP.
-        if cfg.save_interval_unsharded is None:
+        # OLMo saves only unsharded checkpoints under DDP, at save_interval_unsharded; save_interval is the
+        # interval a user sets (``--save_interval=10``), so it wins over a save_interval_unsharded from the YAML.
+        if cfg.save_interval is not None:
+            if cfg.save_interval_unsharded not in (None, cfg.save_interval):
+                log.info("distributed_strategy=ddp: checkpoints every save_interval=%d steps (save_interval_unsharded=%d "
+                         "applies to FSDP only)", cfg.save_interval, cfg.save_interval_unsharded)
             cfg.save_interval_unsharded = cfg.save_interval
         if cfg.save_num_unsharded_checkpoints_to_keep == 0:
             cfg.save_num_unsharded_checkpoints_to_keep = cfg.save_num_checkpoints_to_keep
@@ -237,11 +255,23 @@ def stop_on_signals(trainer) -> Iterator[List[int]]:
             signal.signal(sig, old)
 
 
-def train(cfg: InjectionTrainConfig, extra_hooks: Sequence[TrainingHook] = ()) -> RunResult:
+def train(
+    cfg: InjectionTrainConfig,
+    extra_hooks: Sequence[TrainingHook] = (),
+    *,
+    extend: bool = False,
+    allow_config_change: bool = False,
+) -> RunResult:
     """Build everything from ``cfg`` (already validated) and train; see the module docstring.
 
-    Hooks, in order: per-task metrics, gradient interference (when ``grad_interference.enabled``), then
-    ``extra_hooks`` (so they see the step metrics of both), then the console progress.
+    Everything that can be checked is checked before anything is written, the same on every rank
+    (``olmo_injection.experiment``): the run settings, the tasks, the save folder's lock, and the save folder's
+    experiment (``extend`` lets ``max_duration`` grow, ``allow_config_change`` allows any other change). A run
+    whose latest checkpoint is at its last step trains nothing and returns that step.
+
+    Hooks, in order: the token-id check, per-task metrics, gradient interference (when
+    ``grad_interference.enabled``), then ``extra_hooks`` (so they see the step metrics of both), then the
+    console progress.
     """
     from olmo.eval import build_evaluators
     from olmo.optim import BoltOnWarmupScheduler, build_optimizer, build_scheduler
@@ -250,25 +280,48 @@ def train(cfg: InjectionTrainConfig, extra_hooks: Sequence[TrainingHook] = ()) -
     from .hooks.progress import ProgressHook
     from .hooks.task_metrics import TaskMetricsHook
     from .hooks.wandb_logging import start_wandb_run
-    from .injecting_dataset import build_injecting_train_dataloader
-    from .tasks import build_tasks, olmo_tokenizer
+    from .experiment import SaveFolderLock, decide_rerun, on_rank_zero, record_config_changes, settled_on_every_rank
+    from .injecting_dataset import TokenIdCheck, build_injecting_train_dataloader
+    from .tasks import build_tasks, olmo_tokenizer, write_task_files
     from .trainer import InjectionTrainer
 
     apply_olmo_patches()
     device, created_group = init_distributed()
+    save_folder = Path(cfg.save_folder)
+    save_folder_lock = SaveFolderLock(cfg.save_folder)
     try:
         world_size, rank = get_world_size(), get_global_rank()
-        check_run_settings(cfg, world_size, device)
-        load_path = resolve_load_path(cfg)
-        if load_path is not None:
-            check_checkpoint_matches(cfg, load_path)
-        fill_runtime_fields(cfg, world_size)
-        save_folder = Path(cfg.save_folder)
+
+        def check_inputs():
+            check_run_settings(cfg, world_size, device)
+            fill_runtime_fields(cfg, world_size)
+            return build_tasks(cfg, write=False)
+
+        def decide_on_save_folder():
+            save_folder_lock.acquire()
+            load_path = resolve_load_path(cfg)
+            if load_path is not None:
+                check_checkpoint_matches(cfg, load_path)
+            latest = latest_checkpoint(save_folder)
+            resumed_step = checkpoint_step(latest) if latest is not None and load_path == str(latest) else None
+            return load_path, decide_rerun(
+                cfg, resumed_step, starts_over=load_path is None and cfg.save_overwrite, extend=extend,
+                allow_config_change=allow_config_change,
+            )
+
+        tasks = settled_on_every_rank(check_inputs)
+        load_path, rerun = on_rank_zero(decide_on_save_folder)
+        if rerun.finished_message is not None:
+            if rank == 0:
+                print(rerun.finished_message, flush=True)
+            return RunResult(rerun.resumed_step, None, rank, save_folder, None)
         if rank == 0:
             save_folder.mkdir(parents=True, exist_ok=True)
+            if rerun.changes:
+                record_config_changes(save_folder, rerun.changes, rerun.flag, rerun.resumed_step)
+            write_task_files(cfg, tasks)
         barrier()
 
-        tasks = build_tasks(cfg)
         train_loader = build_injecting_train_dataloader(cfg, tasks)
         evaluators = build_evaluators(cfg, device)
         model, dist_model = build_model(cfg, device)
@@ -284,6 +337,7 @@ def train(cfg: InjectionTrainConfig, extra_hooks: Sequence[TrainingHook] = ()) -
         barrier()
 
         hooks = [
+            TokenIdCheck(train_loader.dataset, cfg.model.vocab_size),
             TaskMetricsHook(tasks, train_loader.collate_fn.schedule, cfg.task_eval, olmo_tokenizer(cfg.tokenizer.identifier)),
             *([GradInterferenceHook(cfg.grad_interference, tasks)] if cfg.grad_interference.enabled else []),
             *extra_hooks,
@@ -337,6 +391,7 @@ def train(cfg: InjectionTrainConfig, extra_hooks: Sequence[TrainingHook] = ()) -
             final_step = trainer.global_step
         return RunResult(final_step, received[0] if received else None, rank, save_folder, wandb_dir)
     finally:
+        save_folder_lock.release()
         if created_group:
             dist.destroy_process_group()
 
@@ -359,31 +414,64 @@ def print_outputs(result: RunResult) -> None:
     print("\n".join(lines), flush=True)
 
 
-def run(config_path: str, overrides: List[str], trust_checkpoint: bool = False) -> int:
+def run(
+    config_path: str,
+    overrides: List[str],
+    trust_checkpoint: bool = False,
+    *,
+    extend: bool = False,
+    allow_config_change: bool = False,
+    prog: str = "python -m olmo_injection.train",
+) -> int:
     """Load, validate and train; returns the process exit status (see the module docstring).
 
     ``trust_checkpoint``: resume from a checkpoint even if it holds objects outside the allow-list
-    (``checkpoint_safety.trusting_checkpoints``)."""
+    (``checkpoint_safety.trusting_checkpoints``). ``extend``, ``allow_config_change``: see ``train``.
+    Bad input (a ``ValueError`` or ``OLMoConfigurationError`` from any check, on any rank) is one line on
+    stderr from rank 0, ``PROG: error: ...``, and exit status 2 on every rank, no traceback; a second Ctrl-C
+    is one line too, exit status 130.
+    """
+    from olmo.exceptions import OLMoConfigurationError
     from olmo.util import prepare_cli_environment
 
     prepare_cli_environment()
-    cfg = load_config(config_path, overrides)
-    if cfg.dry_run:
-        print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        return 0
-    with trusting_checkpoints(trust_checkpoint):
-        result = train(cfg)
+    rank_zero = int(os.environ.get("RANK", "0")) == 0  # torchrun's rank; the process group may not exist yet
+    try:
+        cfg = load_config(config_path, overrides)
+        if cfg.dry_run:
+            print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+            return 0
+        with trusting_checkpoints(trust_checkpoint):
+            result = train(cfg, extend=extend, allow_config_change=allow_config_change)
+    except (ValueError, OLMoConfigurationError) as exc:
+        if rank_zero:
+            print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:  # the second Ctrl-C (the first one stops after the step, with a checkpoint)
+        if rank_zero:
+            print(f"{prog}: interrupted twice: stopped at once, without a checkpoint of the current step",
+                  file=sys.stderr, flush=True)
+        return 128 + signal.SIGINT
     if result.rank == 0:
         print_outputs(result)
     return 0 if result.stopped_by_signal is None else 128 + result.stopped_by_signal
 
 
+def one_line(exc: BaseException) -> str:
+    """An error message on one line (some library messages span several)."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m olmo_injection.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m olmo_injection.train", description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
     parser.add_argument("config", help="training config YAML (see configs/)")
     add_trust_checkpoint_argument(parser)
+    add_experiment_flags(parser)
     args, overrides = parser.parse_known_args(argv)
-    return run(args.config, overrides, args.trust_checkpoint)
+    return run(args.config, overrides, args.trust_checkpoint, extend=args.extend,
+               allow_config_change=args.allow_config_change)
 
 
 if __name__ == "__main__":
