@@ -40,7 +40,8 @@ OLMO_CHECKPOINT_GLOBALS: Tuple[Any, ...] = (
 )
 """The globals OLMo's checkpoints hold besides tensors (model.pt and optim.pt hold only tensors, dicts and
 numbers; ``rng.python`` is a tuple of ints). Found by saving DDP, olmo_core and torch_new checkpoints and loading
-them with ``weights_only=True``; ``tests/test_checkpoint_safety.py`` repeats that, so a new entry shows up."""
+them with ``weights_only=True``; ``tests/test_checkpoint_safety.py`` loads a real checkpoint with this list and
+fails to without any one entry, so a change in what OLMo saves shows up."""
 
 TRUST_OPTIONS = "--trust_checkpoint (olmo-inject train) / trust_checkpoint_code=True (analysis)"
 """How the opt-in is spelt, for the refusal message."""

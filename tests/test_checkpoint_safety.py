@@ -33,9 +33,8 @@ from olmo_injection.olmo_patches import REPLACED_UPSTREAM, apply_olmo_patches, l
 
 REPO = Path(__file__).parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
-STOP = 2  # the fixture's run stops here (stop_at) with its checkpoint; max_duration is 4, so it resumes
+STOP = 2  # the fixture's run stops here (stop_at) with its checkpoint; without stop_at it resumes to step 4
 CHECKPOINT = f"step{STOP}-unsharded"
-STOPPED_RUN = ("--max_duration=4", f"--stop_at={STOP}")
 
 
 class CreatesFile:
@@ -61,7 +60,7 @@ def olmo_inject_train(save_folder: Path, *args: str) -> subprocess.CompletedProc
 def saved_run(tmp_path_factory) -> Path:
     """A tiny DDP run stopped at step 2 (checkpoints step0-unsharded, step2-unsharded); not modified by tests."""
     save_folder = tmp_path_factory.mktemp("saved") / "run"
-    done = olmo_inject_train(save_folder, *STOPPED_RUN)
+    done = olmo_inject_train(save_folder, "--max_duration=4", f"--stop_at={STOP}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert (save_folder / CHECKPOINT / "train.pt").is_file()
     return save_folder
@@ -84,8 +83,11 @@ def only_allow_listed():
     torch.serialization.add_safe_globals(saved)
 
 
-def error_lines(stderr: str) -> List[str]:
-    return [line for line in stderr.splitlines() if line.startswith("olmo-inject train: error:")]
+def refusal_lines(stderr: str) -> List[str]:
+    """The lines of ``stderr`` that report a refused checkpoint file (each an ``error:`` line)."""
+    lines = [line for line in stderr.splitlines() if "refused to load it" in line]
+    assert all(": error: checkpoint file " in line for line in lines), lines
+    return lines
 
 
 def test_olmo_checkpoint_files_need_exactly_the_allow_list(saved_run, only_allow_listed):
@@ -126,11 +128,11 @@ def test_upstream_checkpointers_load_through_load_state_dict_with_torchs_default
 def test_resume_refuses_a_train_pt_that_would_run_code(run_copy, tmp_path):
     marker = tmp_path / "unpickled-code-ran"
     torch.save(CreatesFile(marker), run_copy / CHECKPOINT / "train.pt")
-    done = olmo_inject_train(run_copy, *STOPPED_RUN)  # the same command again: resumes from step 2
+    done = olmo_inject_train(run_copy, "--max_duration=4")  # resumes from step 2
     assert done.returncode == 2, done.stderr[-3000:]
     assert not marker.exists()
     assert "Traceback" not in done.stderr
-    (line,) = error_lines(done.stderr)
+    (line,) = refusal_lines(done.stderr)
     assert f"checkpoint file {run_copy / CHECKPOINT / 'train.pt'} holds builtins.exec" in line
     assert "--trust_checkpoint" in line
 
@@ -144,7 +146,7 @@ def test_trusted_foreign_checkpoint_resumes_only_with_the_flag(run_copy, tmp_pat
 
     refused = olmo_inject_train(tmp_path / "refused", *load_path)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    (line,) = error_lines(refused.stderr)
+    (line,) = refusal_lines(refused.stderr)
     assert f"checkpoint file {train_pt} holds datetime.date" in line
 
     trusted = olmo_inject_train(tmp_path / "trusted", *load_path, "--trust_checkpoint")

@@ -71,15 +71,3 @@ def test_find_checkpoints_prefers_unsharded_and_sorts(tmp_path):
     assert checkpoint_step(tmp_path / "step20-unsharded") == 20
     with pytest.raises(ValueError, match="no checkpoint"):
         find_checkpoints(tmp_path / "step7-tmp")
-
-
-def test_olmo_remote_reader_still_unusable_with_this_torch(tmp_path):
-    """Pins why checkpoint_loading reads new-style sharded checkpoints with torch's FileSystemReader: if this
-    starts passing (OLMo or torch fixed), ``olmo.checkpoint.load_model_state`` can be used again. The upstream
-    class is checked even after a training run in this process has replaced it (``olmo_patches``)."""
-    import olmo.checkpoint
-    from olmo_injection.olmo_patches import REPLACED_UPSTREAM
-
-    upstream = REPLACED_UPSTREAM.get("olmo.checkpoint.RemoteFileSystemReader", olmo.checkpoint.RemoteFileSystemReader)
-    with pytest.raises(TypeError, match="abstract"):
-        upstream(str(tmp_path))
