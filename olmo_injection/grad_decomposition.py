@@ -81,7 +81,8 @@ class NeuronGradCapture:
     queued once and the micro-batches consume it in order, whatever their size). Forward passes without gradient
     (evaluation under ``torch.no_grad``) are ignored. The hooks are removed on leaving the ``with`` block, even on
     an error. Activation checkpointing (non-reentrant, as OLMo uses it) is supported: the recomputation inside the
-    backward pass is not counted again.
+    backward pass is not counted again. So is ``torch.compile`` of the block (not with ``fullgraph=True``, which
+    forbids the graph breaks the hooks need).
     """
 
     def __init__(self, block: OLMoBlock, neurons: torch.Tensor, *, record_outputs: bool = False):
@@ -103,9 +104,12 @@ class NeuronGradCapture:
         self._handles: List[Any] = []
 
     def __enter__(self) -> "NeuronGradCapture":
+        # In a block compiled with torch.compile the hooks run eagerly, one graph break each: Dynamo neither
+        # traces nor guards on their Python state (the mask queue changes with every micro-batch and would
+        # recompile the block each time), and the tensors they see and hook are real, so the capture is exact.
         self._handles = [
-            self._block.ff_proj.register_forward_hook(self._on_ff_proj_forward),
-            self._block.ff_out.register_forward_hook(self._on_ff_out_forward),
+            self._block.ff_proj.register_forward_hook(torch.compiler.disable(self._on_ff_proj_forward)),
+            self._block.ff_out.register_forward_hook(torch.compiler.disable(self._on_ff_out_forward)),
         ]
         return self
 

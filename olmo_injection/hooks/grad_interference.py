@@ -15,7 +15,7 @@
 Keys (``olmo_injection.metric_names``): ``grad/cos_g_ref``, ``grad/cos_t_ref`` (only on steps with task
 tokens: it is undefined otherwise), ``grad/cos_nt_ref``, ``grad/norm_g``, ``grad/norm_t``, ``grad/norm_nt``
 and ``grad/injected`` (1.0 if the step's global batch held an instance of the task, else 0.0). All ranks
-return the same values.
+return the same values. Works with ``compile`` (the blocks under ``torch.compile``) except ``fullgraph``.
 """
 
 from __future__ import annotations
@@ -75,10 +75,11 @@ class GradInterferenceHook(TrainingHook):
         self._num_task_tokens: Optional[torch.Tensor] = None
 
     def on_train_start(self, trainer: "InjectionTrainer") -> None:
-        if trainer.cfg.compile is not None:
+        if trainer.cfg.compile is not None and trainer.cfg.compile.fullgraph:
             raise ValueError(
-                "grad_interference.enabled=True with compile set: the first block's module hooks are not "
-                "supported under torch.compile; set compile to null or disable grad_interference"
+                "grad_interference.enabled=True with compile.fullgraph=True: the capture's hooks on the first "
+                "block's MLP run outside the compiled graph (a graph break each), which fullgraph forbids; set "
+                "compile.fullgraph=false or disable grad_interference"
             )
         saved = task_neurons_path(trainer.cfg.save_folder, self.task.name)
         source = self.cfg.neurons_file or (str(saved) if saved.is_file() else None)

@@ -53,7 +53,7 @@ def test_gpu_script_runs_torchrun_per_node_with_c10d_on_the_first_node_and_reque
                  "#SBATCH --cpus-per-task=96", "#SBATCH --gpus-per-node=8", "#SBATCH --partition=h200",
                  "#SBATCH --account=proj", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@600",
                  "export NCCL_SOCKET_IFNAME=ib0", "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1",
-                 "export OMP_NUM_THREADS=12"]:
+                 "export OMP_NUM_THREADS=12", "export OLMO_SHARED_FS=1"]:
         assert line + "\n" in script, line
     assert '--rdzv-backend=c10d --rdzv-endpoint="$HEAD_NODE:$RDZV_PORT"' in script
     assert "--nproc-per-node=8" in script and "--shutdown-timeout=600" in script
