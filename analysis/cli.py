@@ -90,7 +90,8 @@ def _over_checkpoints(args: argparse.Namespace, name: str, analyse: Callable[[Lo
 
 
 def _jsonable(arguments: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in arguments.items() if k != "func" and isinstance(v, (str, int, float, bool, list, type(None)))}
+    kept = (str, int, float, bool, list, type(None))
+    return {k: v for k, v in arguments.items() if k != "func" and isinstance(v, kept)}
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -170,9 +171,9 @@ def _fourier(args: argparse.Namespace) -> int:
 
     def describe(result: Dict) -> str:
         step0 = result["step0"]
-        return (f"{result['total_modes']} modes against the value-relabelling null ({result['total_modes_tau']} against "
-                f"tau={cfg.tau} alone)" + (f"; step 0: {step0['total_modes']} ({step0['total_modes_tau']})"
-                                            if step0 else "; no step-0 checkpoint"))
+        at_step0 = f"step 0: {step0['total_modes']} ({step0['total_modes_tau']})" if step0 else "no step-0 checkpoint"
+        return (f"{result['total_modes']} modes against the value-relabelling null "
+                f"({result['total_modes_tau']} against tau={cfg.tau} alone); {at_step0}")
 
     _over_checkpoints(args, "fourier", lambda c, _out: fourier_modes(c.model, checkpoint_task(c, args.task), cfg),
                       headline, describe)

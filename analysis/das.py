@@ -275,7 +275,8 @@ def das_at(
 
     Returns ``{"layer", "position", "variable", "component", "pairs", "iia", "train_iia", "chance",
     "source_value_baseline", "base_answer_baseline", "exceeds_baselines", "direction" ([d_model] list, unit
-    norm)}``; ``exceeds_baselines`` is IIA above both baselines (see the module). Seeds come from ``cfg.seed``, so a call is reproducible.
+    norm)}``; ``exceeds_baselines`` is IIA above both baselines (see the module). Seeds come from ``cfg.seed``,
+    so a call is reproducible.
     ``model`` is left as it was.
     """
     check_pyvene_supports(model)

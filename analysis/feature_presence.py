@@ -40,8 +40,9 @@ class FeaturePresenceConfig:
     num_components: int = 50
     """Principal components asked for (the paper: 50); capped by ``component_cap``."""
 
-    values_per_component: int = 10
-    """Distinct values the smallest training fold must hold per component fitted (caps the component count)."""
+    values_per_component: int = 5
+    """Distinct values the smallest training fold must hold per component fitted (caps the component count;
+    5 is the usual minimum of observations per OLS predictor, and the null shows what overfitting is left)."""
 
     null_shuffles: int = 20
     """Random relabellings of the values for the shuffled-value null of each R^2."""

@@ -168,8 +168,9 @@ def learning_order(runs: Sequence[RunLog], task: str, out_dir: Path, threshold: 
 
 def feature_presence_over_checkpoints(results: Sequence[Dict[str, Any]], out_dir: Path) -> Rows:
     """Fig. 7: probe R^2 per position against the checkpoint step, with the shuffled-value null (a band from its
-    mean to its 95th percentile) and a zero line; ``results`` are rows with ``run``, ``step``, ``r2`` (``{"tok1": ..}``) and
-    ``null_r2`` (``{"tok1": {"mean": .., "q95": ..}}``) as ``olmo-inject analyze probe`` writes them."""
+    mean to its 95th percentile) and a zero line; ``results`` are rows with ``run``, ``step``, ``r2``
+    (``{"tok1": ..}``) and ``null_r2`` (``{"tok1": {"mean": .., "q95": ..}}``) as ``olmo-inject analyze probe``
+    writes them."""
     rows = []
     for r in results:
         row = {"run": r["run"], "step": r["step"], "num_components": r.get("num_components_used")}

@@ -49,10 +49,11 @@ def _label(run: RunLog, task: Dict[str, Any]) -> str:
 
 
 def learning_curve_figure(save_folder: PathLike, out_png: PathLike) -> Rows:
-    """Draw task test loss (left) and test accuracy (right, chance dashed) against step, one line per task
+    """Draw task test loss (left) and test accuracy (right, chance dotted) against step, one line per task
     labelled with its kind and frequency, into ``out_png``; the numbers go to the ``.csv`` and ``.json`` beside
-    it (the JSON with the tasks' config, the legend and any panel's message). Returns one row per task and evaluation step: ``task``, ``step``, ``test_loss``, ``test_acc``,
-    ``train_acc`` (None where not logged). ValueError naming the file when the folder has no run."""
+    it (the JSON with the tasks' config, the legend and any panel's message). Returns one row per task and
+    evaluation step: ``task``, ``step``, ``test_loss``, ``test_acc``, ``train_acc`` (None where not logged).
+    ValueError naming the file when the folder has no run."""
     run = read_run_folder(save_folder)
     out_png = Path(out_png)
     rows: Rows = []
@@ -148,8 +149,9 @@ def format_learning_table(rows: Rows) -> str:
     def number(value: Optional[float], fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    lines = [[r["task"], str(r["kind"]), r["frequency"], number(r["final_step"], "d"), number(r["final_test_acc"], ".3f"),
-              number(r["final_test_loss"], ".3f"), number(r["final_train_acc"], ".3f"),
+    lines = [[r["task"], str(r["kind"]), r["frequency"], number(r["final_step"], "d"),
+              number(r["final_test_acc"], ".3f"), number(r["final_test_loss"], ".3f"),
+              number(r["final_train_acc"], ".3f"),
               "never" if r["learned_step"] is None else f"step {r['learned_step']}"] for r in rows]
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
     render = lambda row: "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()  # noqa: E731

@@ -102,7 +102,7 @@ def test_probe_writes_r2_per_checkpoint_and_fig7_under_the_run_by_default(run_fo
     results = _per_checkpoint(out / "probe.json", "probe")
     for result in results:
         assert set(result["r2"]) == set(result["null_r2"]) == {"tok1", "tok2"}
-        assert result["num_components_used"] == result["component_cap"] == D_MODEL  # min(8, 80 values // 10)
+        assert result["num_components_used"] == result["component_cap"] == D_MODEL  # min(8, 80 values // 5)
         assert result["step0"]["r2"] == results[0]["r2"]
     assert (out / "fig7_feature_presence.png").stat().st_size > 0
     rows = list(csv.DictReader((out / "fig7_feature_presence.csv").open()))

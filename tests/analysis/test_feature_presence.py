@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.feature_presence import FeaturePresenceConfig, component_cap, feature_presence, pca_probe_r2, pca_probe_r2s
+from analysis.feature_presence import (
+    FeaturePresenceConfig,
+    component_cap,
+    feature_presence,
+    pca_probe_r2,
+    pca_probe_r2s,
+)
 
 from planted_analysis_models import planted_order_model, synthetic_task
 
@@ -47,12 +53,13 @@ def test_many_targets_at_once_equal_one_at_a_time():
 
 
 def test_component_cap_follows_width_and_values():
-    cfg = FeaturePresenceConfig()  # 5 folds, 10 values per component
-    assert component_cap(64, 100, cfg) == 8  # a training fold holds 80 values
+    cfg = FeaturePresenceConfig()  # 5 folds, 5 values per component
+    assert component_cap(64, 100, cfg) == 16  # a training fold holds 80 values
     assert component_cap(4, 100, cfg) == 4  # the width
-    assert component_cap(64, 16, cfg) == 1  # 12 values
-    with pytest.raises(ValueError, match="holds 6 of the task's 8 values"):
-        component_cap(64, 8, cfg)
+    assert component_cap(64, 16, cfg) == 2  # 12 values
+    assert component_cap(64, 8, cfg) == 1  # 6 values
+    with pytest.raises(ValueError, match="holds 4 of the task's 5 values"):
+        component_cap(64, 5, cfg)
     with pytest.raises(ValueError, match="3 values have only 6 relabellings"):
         component_cap(64, 3, FeaturePresenceConfig(num_folds=2, values_per_component=1))
 
@@ -63,7 +70,7 @@ def test_on_the_planted_model_at_the_embedding():
     cfg = FeaturePresenceConfig(residual=1, num_components=8, max_instances=1024)
     result = feature_presence(model, task, cfg)
     assert result["r2"]["tok1"] > 0.99  # residual 1 = embedding exactly (block 0 adds nothing)
-    assert result["num_components_used"] == result["component_cap"] == 2  # 25 training values // 10
+    assert result["num_components_used"] == result["component_cap"] == 5  # 25 training values // 5
     assert result["null_r2"]["tok1"]["q95"] < 0.5  # relabelled values are not linear along the planted direction
     with pytest.raises(ValueError, match="num_components"):
         FeaturePresenceConfig(num_components=0).validate()
