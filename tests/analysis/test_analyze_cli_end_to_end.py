@@ -123,6 +123,17 @@ def test_fourier_counts_modes_over_the_frequencies_of_p(run_folder, tmp_path):
                                    "total_modes_tau": results[0]["total_modes_tau"]}
 
 
+def test_a_run_without_a_step0_checkpoint_says_so(run_folder, tmp_path):
+    later_only = tmp_path / "later_only"
+    later_only.mkdir()
+    for name in ("step4-unsharded", "tasks"):
+        (later_only / name).symlink_to(run_folder / name)
+    _analyze("fourier", str(later_only), "--task", "add", "--out", str(tmp_path))
+    written = json.loads((tmp_path / "fourier.json").read_text())
+    assert [r["step0"] for r in written["results"]] == [None]
+    assert "no step-0 checkpoint" in written["step0_note"]
+
+
 def test_localise_writes_ablations_and_task_neuron_files(run_folder, tmp_path):
     _analyze("localise", str(run_folder), "--task", "cmp", "--out", str(tmp_path), "--num-task-neurons", "4",
              "--ablation-instances", "256", "--split", "test")
