@@ -60,12 +60,14 @@ node_addr() { echo "$SUBNET.1${1#n}"; }
 # host, so slurmd, srun and torchrun inside resolve the cluster as on a real one. Idempotent.
 setup_two_node_network() {
   local name ns
+  # grep without -q in these checks: under pipefail, grep -q exiting at its first match can fail the pipeline
+  # (SIGPIPE to the writer), which would read as "missing".
   ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
-  ip addr show dev "$BRIDGE" | grep -q "inet $SUBNET.1/" || ip addr add "$SUBNET.1/24" dev "$BRIDGE"
+  ip addr show dev "$BRIDGE" | grep "inet $SUBNET.1/" >/dev/null || ip addr add "$SUBNET.1/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   for name in "${TWO_NODES[@]}"; do
     ns=$(namespace "$name")
-    ip netns list | grep -qw "$ns" || ip netns add "$ns"
+    ip netns list | grep -w "$ns" >/dev/null || ip netns add "$ns"
     if ! ip link show "sl-$name" >/dev/null 2>&1; then
       ip link add "sl-$name" type veth peer name "sl-$name-in"
       ip link set "sl-$name-in" netns "$ns"
@@ -73,7 +75,7 @@ setup_two_node_network() {
     ip link set "sl-$name" master "$BRIDGE"
     ip link set "sl-$name" up
     ip netns exec "$ns" ip link set lo up
-    ip netns exec "$ns" ip addr show dev "sl-$name-in" | grep -q "inet $(node_addr "$name")/" \
+    ip netns exec "$ns" ip addr show dev "sl-$name-in" | grep "inet $(node_addr "$name")/" >/dev/null \
       || ip netns exec "$ns" ip addr add "$(node_addr "$name")/24" dev "sl-$name-in"
     ip netns exec "$ns" ip link set "sl-$name-in" up
     mkdir -p "/etc/netns/$ns"
@@ -107,9 +109,11 @@ render_config() {
   if [ "$two_nodes" = 1 ]; then
     ctld_host="$NODE($SUBNET.1)"
     for name in "${TWO_NODES[@]}"; do
-      nodes_line+="NodeName=$name NodeHostname=$name NodeAddr=$(node_addr "$name") CPUs=$TWO_NODE_CPUS RealMemory=$mem_mb State=UNKNOWN"$'\n'
+      nodes_line+="NodeName=$name NodeHostname=$name NodeAddr=$(node_addr "$name") CPUs=$TWO_NODE_CPUS"
+      nodes_line+=" RealMemory=$mem_mb State=UNKNOWN"$'\n'
     done
-    nodes_line+="PartitionName=$TWO_NODE_PARTITION Nodes=$(IFS=,; echo "${TWO_NODES[*]}") Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO"
+    nodes_line+="PartitionName=$TWO_NODE_PARTITION Nodes=$(IFS=,; echo "${TWO_NODES[*]}")"
+    nodes_line+=" Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO"
   fi
   cat <<EOF
 # Written by launch/slurm_local.sh: a local cluster for tests. Do not use in production.
@@ -162,7 +166,7 @@ start_munge() {
   runuser -u munge -- munged --pid-file=/run/munge/munged.pid
 }
 
-node_idle() { sinfo -h -n "$1" -o "%t" 2>/dev/null | grep -Eq '^(idle|mix|alloc)'; }
+node_idle() { sinfo -h -n "$1" -o "%t" 2>/dev/null | grep -E '^(idle|mix|alloc)' >/dev/null; }
 
 wait_for_node() {
   local node=$1 i

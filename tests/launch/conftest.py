@@ -33,7 +33,8 @@ def slurm_cluster():
     if not already_up:
         try:
             started = _slurm("start")
-            problem = None if started.returncode == 0 else " | ".join((started.stderr or started.stdout).strip().splitlines()[-5:])
+            lines = (started.stderr or started.stdout).strip().splitlines()
+            problem = None if started.returncode == 0 else " | ".join(lines[-5:])
         except subprocess.TimeoutExpired:
             problem = "launch/slurm_local.sh start timed out after 600 s"
         if problem:
@@ -51,5 +52,6 @@ def two_node_cluster(slurm_cluster):
         started = _slurm("start")
         if _slurm("status-two-nodes").returncode != 0:
             messages = [line for line in started.stderr.splitlines() if "twonode" in line or "did not" in line]
-            _skip("Two-node SLURM", " | ".join(messages) or "nodes n1, n2 did not come up (launch/slurm_local.sh start)")
+            _skip("Two-node SLURM",
+                  " | ".join(messages) or "nodes n1, n2 did not come up (launch/slurm_local.sh start)")
     yield
