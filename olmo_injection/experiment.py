@@ -25,7 +25,8 @@ not compared; a list of tasks that grew or shrank is.
 owner's pid, host and start time; a lock whose pid no longer runs on this host is stale and taken over.
 
 **Ranks.** Rank 0 takes the lock and decides the rerun (``on_rank_zero``); ``settled_on_every_rank`` makes a
-bad-input error seen by any rank the error of every rank, so all ranks exit together and rank 0 reports it.
+bad-input error seen by any rank the error of every rank (``BadInputOnEveryRank``), so rank 0 reports it and
+all ranks exit together.
 """
 
 from __future__ import annotations
@@ -313,12 +314,14 @@ def _world() -> Tuple[int, int]:
     return 0, 1
 
 
-def settled_on_every_rank(check: Callable[[], T]) -> T:
-    """Run ``check`` on every rank; if it raised a bad-input error on any rank, raise one on every rank.
+class BadInputOnEveryRank(ValueError):
+    """A bad-input error raised on every rank at the same point, with the same message (that of the lowest
+    rank that found it), so rank 0 can report it and all ranks can exit together."""
 
-    The rank that failed re-raises its own error; the others raise ``ValueError`` with the message of the
-    lowest failing rank, so rank 0 always has the message to print. One ``all_gather`` of a short string.
-    """
+
+def settled_on_every_rank(check: Callable[[], T]) -> T:
+    """Run ``check`` on every rank; if it raised a bad-input error on any rank, raise ``BadInputOnEveryRank``
+    on every rank. One ``all_gather`` of a short string (none without a process group of several ranks)."""
     rank, world_size = _world()
     try:
         result, mine = check(), None
@@ -328,11 +331,9 @@ def settled_on_every_rank(check: Callable[[], T]) -> T:
     if world_size > 1:
         messages = [None] * world_size
         dist.all_gather_object(messages, None if mine is None else str(mine))
-    if mine is not None:
-        raise mine
     first = next((m for m in messages if m is not None), None)
     if first is not None:
-        raise ValueError(first)
+        raise BadInputOnEveryRank(first) from mine
     return result
 
 
@@ -400,3 +401,33 @@ def decide_rerun(
             "larger --max_duration"
         )
     return RerunDecision(tuple(changes), flag, resumed_step, finished)
+
+
+def checkpoint_space_error(save_folder: str, step: int, exc: BaseException) -> Optional[ValueError]:
+    """The one-line error for ``exc`` if it is a full disk while saving the checkpoint of ``step``, else ``None``.
+
+    torch reports a short write as ``RuntimeError: ... unexpected pos``, not as ``ENOSPC``, so a failed write
+    with (almost) no space left counts too. The partial ``step<step>*-tmp`` checkpoint is removed first; every
+    complete checkpoint is left as it was.
+    """
+    import errno
+    import shutil
+
+    folder = Path(save_folder)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    no_space = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    failed_write = "No space left on device" in str(exc) or "unexpected pos" in str(exc)
+    if not (no_space or (failed_write and free < 64 * 2**20)):
+        return None
+    partial = sorted(folder.glob(f"step{step}*-tmp"))
+    for path in partial:
+        shutil.rmtree(path, ignore_errors=True)
+    removed = f"removed the partial {', '.join(p.name for p in partial)}" if partial else "no partial checkpoint left"
+    return ValueError(
+        f"save_folder={save_folder!r}: no space left on device while saving the checkpoint of step {step} "
+        f"({free / 2**20:.1f} MiB free); {removed}; free some space and rerun the same command to resume from the "
+        "latest complete checkpoint"
+    )

@@ -31,6 +31,7 @@ from olmo.data.util import get_document_lengths
 from olmo.torch_util import barrier, get_global_rank
 from torch.utils.data import DataLoader
 
+from .experiment import BadInputOnEveryRank
 from .hooks.base import TrainingHook
 from .schedule import InjectionSchedule
 
@@ -158,7 +159,7 @@ class TokenIdCheck(TrainingHook):
     Data tokenized with another tokenizer would otherwise index past the embedding (a crash on the CPU, a
     device-side assert on a GPU) or train on ids no word has. One ``max`` over the device batch per step, and one
     all-reduce of a flag so every rank stops at the same step; only when a rank finds one does it look up the
-    data file the row came from. ``ValueError`` (on every rank) naming the file, the sequence and the id.
+    data file the row came from. ``BadInputOnEveryRank`` naming the file, the position and the id.
     """
 
     def __init__(self, dataset: InjectingIterableDataset, vocab_size: int):
@@ -178,7 +179,7 @@ class TokenIdCheck(TrainingHook):
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             messages = [None] * dist.get_world_size()
             dist.all_gather_object(messages, mine)
-        raise ValueError(next(m for m in messages if m is not None))
+        raise BadInputOnEveryRank(next(m for m in messages if m is not None))
 
     def _describe(self, batch: Dict[str, Any]) -> str:
         row, column = (int(i) for i in torch.nonzero(batch["input_ids"] >= self.vocab_size)[0])

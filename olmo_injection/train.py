@@ -434,24 +434,40 @@ def run(
     from olmo.exceptions import OLMoConfigurationError
     from olmo.util import prepare_cli_environment
 
+    from .experiment import BadInputOnEveryRank, settled_on_every_rank
+
     prepare_cli_environment()
-    rank_zero = int(os.environ.get("RANK", "0")) == 0  # torchrun's rank; the process group may not exist yet
+    # A log handler that cannot write (wandb's debug log on a full disk) must not print tracebacks of its own.
+    logging.raiseExceptions = False
+    rank_zero = int(os.environ.get("RANK", "0")) == 0
+    # Under torchrun the group exists before the config is read, so a bad input is settled across ranks and no
+    # rank exits (which has torchrun stop the others) before rank 0 has printed it.
+    created_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and init_distributed()[1]
     try:
-        cfg = load_config(config_path, overrides)
+        cfg = settled_on_every_rank(lambda: load_config(config_path, overrides))
         if cfg.dry_run:
             print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
             return 0
         with trusting_checkpoints(trust_checkpoint):
             result = train(cfg, extend=extend, allow_config_change=allow_config_change)
     except (ValueError, OLMoConfigurationError) as exc:
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            # Every rank is on its way out with status 2; torchrun's SIGTERM to the others (once the first
+            # exits) would only replace that status with -15.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if rank_zero:
             print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
+        if isinstance(exc, BadInputOnEveryRank) and dist.is_initialized():
+            dist.barrier()  # no rank exits before rank 0 has printed
         return 2
     except KeyboardInterrupt:  # the second Ctrl-C (the first one stops after the step, with a checkpoint)
         if rank_zero:
             print(f"{prog}: interrupted twice: stopped at once, without a checkpoint of the current step",
                   file=sys.stderr, flush=True)
         return 128 + signal.SIGINT
+    finally:
+        if created_group:
+            dist.destroy_process_group()
     if result.rank == 0:
         print_outputs(result)
     return 0 if result.stopped_by_signal is None else 128 + result.stopped_by_signal

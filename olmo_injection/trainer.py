@@ -32,6 +32,7 @@ from olmo.config import CheckpointType
 from olmo.train import Trainer
 
 from .hooks.base import Batch, Metrics, TrainingHook
+from .experiment import checkpoint_space_error
 from .metrics_record import MetricsRecord
 from .olmo_patches import cuda_rng_state_without_cuda
 
@@ -122,7 +123,13 @@ class InjectionTrainer(Trainer):
         self._record_finished_step()
         if self.metrics_record is not None:
             self.metrics_record.sync()
-        return super().save_checkpoint(checkpoint_type)
+        try:
+            return super().save_checkpoint(checkpoint_type)
+        except (OSError, RuntimeError) as exc:  # a full disk: one line, and no partial checkpoint left behind
+            error = checkpoint_space_error(self.cfg.save_folder, self.global_step, exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def check_if_cancelled(self) -> Tuple[bool, int]:
         if self._stop_requested_on_any_rank():
