@@ -218,10 +218,10 @@ def test_bad_inputs_fail_before_training(reference_run, tmp_path):
         check_run_settings(tiny(tmp_path), 3, torch.device("cpu"))
     with pytest.raises(ValueError, match="data.paths.0='/nonexistent.npy'"):
         tiny(tmp_path, "data.paths=[/nonexistent.npy]")
-    with pytest.raises(ValueError, match="does not exist"):
-        load_config(str(tmp_path / "missing.yaml"), [])
     from olmo.exceptions import OLMoConfigurationError
 
+    with pytest.raises(OLMoConfigurationError, match="missing.yaml' does not exist"):
+        load_config(str(tmp_path / "missing.yaml"), [])
     with pytest.raises(OLMoConfigurationError, match="no_such_field"):
         tiny(tmp_path, "model.no_such_field=1")
 
