@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Collection, List, Optional, Sequence
 
 import numpy as np
 
@@ -115,15 +115,45 @@ class Task:
         return set(self.word_tokens.tolist()) | set(self.label_tokens.tolist())
 
 
-def build_task(cfg: TaskConfig, tokenizer_identifier: str = OLMO_TOKENIZER_FILE, where: str = "task") -> Task:
+@lru_cache(maxsize=4)
+def special_token_ids(identifier: str = OLMO_TOKENIZER_FILE) -> dict:
+    """``{id: text}`` of the tokenizer's special tokens (EOS, padding and any other marked special)."""
+    tokenizer = olmo_tokenizer(identifier)
+    special = {tokenizer.eos_token_id: "EOS", tokenizer.pad_token_id: "padding"}
+    for token_id, added in tokenizer.base_tokenizer.get_added_tokens_decoder().items():
+        if added.special:
+            special.setdefault(token_id, added.content)
+    return special
+
+
+def check_no_special_tokens(ids, identifier: str, where: str) -> None:
+    """``ValueError`` naming ``where`` if a task token is a special token: an instance ends with EOS, padding is
+    masked, and a special token means something else to the model than a word."""
+    special = special_token_ids(identifier)
+    hits = [int(t) for t in np.asarray(ids).tolist() if int(t) in special]
+    if hits:
+        names = ", ".join(f"{t} ({special[t]})" for t in hits)
+        raise ValueError(f"{where}: ids {names} are special tokens; task tokens must be ordinary words")
+
+
+def build_task(
+    cfg: TaskConfig,
+    tokenizer_identifier: str = OLMO_TOKENIZER_FILE,
+    where: str = "task",
+    taken: Collection[int] = (),
+) -> Task:
     """Build a task from its config: seeded word choice (or ``cfg.tokens``), labels and split.
 
-    Raises ``ValueError`` naming the field for any bad value, and for token ids outside the tokenizer.
+    Seeded choices are drawn from the word-token pool without the ``taken`` tokens (those of the run's earlier
+    tasks), so the tasks of one run never share a token, whatever their seeds. Raises ``ValueError`` naming the
+    field for any bad value, and for token ids outside the tokenizer.
     """
     validate_task_config(cfg, where)
     rng = np.random.Generator(np.random.PCG64(cfg.seed))
     tokenizer = olmo_tokenizer(tokenizer_identifier)
     pool = word_token_pool(tokenizer_identifier)
+    if taken:
+        pool = np.setdiff1d(pool, np.fromiter(taken, dtype=pool.dtype))
     num_labels = 2 if cfg.kind == "cmp" else 0
     if cfg.tokens is None:
         needed = cfg.num_values + (num_labels if cfg.label_tokens is None else 0)
@@ -144,6 +174,8 @@ def build_task(cfg: TaskConfig, tokenizer_identifier: str = OLMO_TOKENIZER_FILE,
     bad = [t for t in np.concatenate([word_tokens, label_tokens]).tolist() if not 0 <= t < tokenizer.vocab_size]
     if bad:
         raise ValueError(f"{where}.tokens: ids {bad} are not in the tokenizer (vocab size {tokenizer.vocab_size})")
+    for name, ids in (("tokens", word_tokens), ("label_tokens", label_tokens)):
+        check_no_special_tokens(ids, tokenizer_identifier, f"{where}.{name}")
     if cfg.kind == "cmp" and set(label_tokens.tolist()) & set(word_tokens.tolist()):
         raise ValueError(f"{where}.label_tokens={label_tokens.tolist()}: must not be word tokens of the task")
     num_instances = cfg.num_values**2
@@ -200,72 +232,152 @@ def save_task_file(task: Task, path: Path) -> None:
     tmp.replace(path)
 
 
+TASK_FILE_FIELDS = (
+    "name", "kind", "seed", "modulus", "word_tokens", "word_strings", "label_tokens", "label_strings", "instances",
+)
+
+
 def load_task_file(path: Path, tokenizer_identifier: str = OLMO_TOKENIZER_FILE, name: Optional[str] = None) -> Task:
-    """Read a task file and check it against the tokenizer (each token decodes to the word the file says)."""
+    """Read a task file and check it whole: against the tokenizer (each token decodes to the word the file
+    says, no special tokens) and against itself (each instance line's id, values, tokens and text follow from
+    the vocabulary, its split is train or test). An edited or corrupt file raises ``ValueError`` naming the file
+    and the first bad line.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"task file {str(path)!r} does not exist")
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"task file {path}: not valid JSON ({exc}); rewrite it with `olmo-inject tasks`") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"task file {path}: must be a JSON object, got a {type(data).__name__}")
+    missing = [f for f in TASK_FILE_FIELDS if f not in data]
+    if missing:
+        raise ValueError(f"task file {path}: missing field(s) {', '.join(missing)}; rewrite it with `olmo-inject tasks`")
     tokenizer = olmo_tokenizer(tokenizer_identifier)
     for field_name in ("word", "label"):
-        for token, text in zip(data[f"{field_name}_tokens"], data[f"{field_name}_strings"]):
-            if not 0 <= token < tokenizer.vocab_size:
-                raise ValueError(f"task file {path}: {field_name} token {token} is not in the tokenizer")
+        tokens, strings = data[f"{field_name}_tokens"], data[f"{field_name}_strings"]
+        if not isinstance(tokens, list) or not isinstance(strings, list) or len(tokens) != len(strings):
+            raise ValueError(f"task file {path}: {field_name}_tokens and {field_name}_strings must be lists of one length")
+        for token, text in zip(tokens, strings):
+            if not isinstance(token, int) or not 0 <= token < tokenizer.vocab_size:
+                raise ValueError(f"task file {path}: {field_name} token {token!r} is not in the tokenizer")
             decoded = tokenizer.decode([token], skip_special_tokens=False)
             if decoded != text:
                 raise ValueError(
                     f"task file {path}: {field_name} token {token} decodes to {decoded!r}, the file says {text!r}; "
-                    "the file was made with another tokenizer"
+                    "the file was made with another tokenizer, or edited"
                 )
+        check_no_special_tokens(tokens, tokenizer_identifier, f"task file {path}: {field_name}_tokens")
+    if data["kind"] not in ("cmp", "add"):
+        raise ValueError(f"task file {path}: kind={data['kind']!r}; allowed: cmp, add")
     rows = data["instances"]
-    is_train = np.array([r["split"] == "train" for r in rows], dtype=bool)
-    task = Task(
-        name=name or data["name"],
-        kind=data["kind"],
-        word_tokens=np.asarray(data["word_tokens"], dtype=np.int64),
-        word_strings=list(data["word_strings"]),
-        label_tokens=np.asarray(data["label_tokens"], dtype=np.int64),
-        label_strings=list(data["label_strings"]),
-        modulus=int(data["modulus"]),
-        is_train=is_train,
-        seed=int(data["seed"]),
-    )
-    stored = np.asarray([r["tokens"] for r in rows], dtype=np.int64)
-    if stored.shape != task.instances.shape or not np.array_equal(stored, task.instances):
-        raise ValueError(f"task file {path}: instance tokens disagree with its vocabulary and labels")
+    if not isinstance(rows, list):
+        raise ValueError(f"task file {path}: instances must be a list, one object per instance")
+    try:
+        task = Task(
+            name=name or data["name"],
+            kind=data["kind"],
+            word_tokens=np.asarray(data["word_tokens"], dtype=np.int64),
+            word_strings=list(data["word_strings"]),
+            label_tokens=np.asarray(data["label_tokens"], dtype=np.int64),
+            label_strings=list(data["label_strings"]),
+            modulus=int(data["modulus"]),
+            is_train=np.array([isinstance(r, dict) and r.get("split") == "train" for r in rows], dtype=bool),
+            seed=int(data["seed"]),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"task file {path}: a header field has the wrong type ({exc})") from None
+    _check_instance_lines(task, rows, path)
     return task
 
 
-def task_file_name(cfg: TaskConfig) -> str:
-    """Cache file name: the task's name plus a hash of every field that determines its content."""
+def _check_instance_lines(task: Task, rows: list, path: Path) -> None:
+    """``ValueError`` naming the file and the first instance line that disagrees with the task's vocabulary."""
+    expected = task.num_values**2
+    if len(rows) != expected:
+        raise ValueError(f"task file {path}: {len(rows)} instance lines, expected num_values**2 = {expected}")
+    if task.kind == "add" and not 2 <= task.modulus <= task.num_values:
+        raise ValueError(f"task file {path}: modulus={task.modulus} must be in [2, {task.num_values}]")
+    if task.kind == "cmp" and len(task.label_tokens) != 2:
+        raise ValueError(f"task file {path}: a cmp task has two label tokens, the file has {len(task.label_tokens)}")
+    instances, values, labels = task.instances.tolist(), task.values.tolist(), task.label_index.tolist()
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"task file {path}: instance line {i} is not a JSON object")
+        a, b = values[i]
+        want = {
+            "id": i,
+            "values": [a, b],
+            "tokens": instances[i],
+            "text": task.word_strings[a] + task.word_strings[b] + task.label_strings[labels[i]],
+        }
+        for key, value in want.items():
+            if row.get(key) != value:
+                raise ValueError(
+                    f"task file {path}: instance line {i} has {key}={row.get(key)!r}, but its position and the "
+                    f"file's vocabulary give {value!r}; the file was edited, rewrite it with `olmo-inject tasks`"
+                )
+        if row.get("split") not in ("train", "test"):
+            raise ValueError(f"task file {path}: instance line {i} has split={row.get('split')!r}; allowed: train, test")
+
+
+def task_file_name(cfg: TaskConfig, taken: Collection[int] = ()) -> str:
+    """Cache file name: the task's name plus a hash of everything that determines its content."""
     content = [cfg.kind, cfg.num_values, cfg.modulus, cfg.seed, cfg.train_fraction, cfg.tokens, cfg.label_tokens]
+    if taken:  # the tokens a seeded draw had to avoid (see ``build_task``)
+        content.append(sorted(int(t) for t in taken))
     digest = hashlib.sha1(json.dumps(content, default=list).encode()).hexdigest()[:10]
     return f"{cfg.name}-{cfg.kind}-{digest}.json"
 
 
-def build_tasks(cfg) -> List[Task]:
-    """Every task of ``cfg.injection.tasks`` (an ``InjectionTrainConfig``), in order, loaded or built and saved.
+def build_tasks(cfg, write: bool = True) -> List[Task]:
+    """Every task of ``cfg.injection.tasks`` (an ``InjectionTrainConfig``), in order, loaded or built.
 
-    A task with ``file`` set is loaded from it; otherwise it is read from (or written to) ``injection.task_dir``
-    (default ``<save_folder>/tasks``) under a name that hashes its config, so a file always matches its config.
+    A task with ``file`` set is loaded from it; otherwise it is read from ``injection.task_dir`` (default
+    ``<save_folder>/tasks``) under a name that hashes its config, so a file always matches its config, or built
+    and, when ``write``, written there (training builds with ``write=False``, checks everything, and only then
+    calls ``write_task_files``). Seeded tasks avoid the tokens of the tasks before them (disjoint by
+    construction); explicit token lists and task files are checked instead. ``ValueError`` naming the field or
+    file for anything wrong, special tokens and the model's EOS/padding ids included.
     """
-    task_dir = Path(cfg.injection.task_dir or Path(cfg.save_folder) / "tasks")
     identifier = cfg.tokenizer.identifier
-    tasks = []
+    tasks: List[Task] = []
     for i, task_cfg in enumerate(cfg.injection.tasks):
         where = f"injection.tasks.{i}"
         if task_cfg.file is not None:
             tasks.append(load_task_file(Path(task_cfg.file), identifier, name=task_cfg.name))
             continue
-        path = task_dir / task_file_name(task_cfg)
+        taken = set().union(*(t.token_set() for t in tasks))
+        path = _task_file_path(cfg, i, tasks)
         if path.is_file():
             tasks.append(load_task_file(path, identifier, name=task_cfg.name))
         else:
-            task = build_task(task_cfg, identifier, where=where)
-            save_task_file(task, path)
-            tasks.append(task)
+            tasks.append(build_task(task_cfg, identifier, where=where, taken=taken))
     check_disjoint(tasks)
+    for name in ("eos_token_id", "pad_token_id"):
+        token = getattr(cfg.model, name)
+        users = [t.name for t in tasks if token in t.token_set()]
+        if users:
+            raise ValueError(f"model.{name}={token}: is a token of task {users[0]!r}; task tokens must be ordinary words")
+    if write:
+        write_task_files(cfg, tasks)
     return tasks
+
+
+def _task_file_path(cfg, i: int, earlier: Sequence[Task]) -> Path:
+    """Where task ``i`` of ``cfg`` (without ``file``) is cached, given the tasks before it."""
+    taken = set().union(*(t.token_set() for t in earlier))
+    return Path(cfg.injection.task_dir or Path(cfg.save_folder) / "tasks") / task_file_name(cfg.injection.tasks[i], taken)
+
+
+def write_task_files(cfg, tasks: Sequence[Task]) -> None:
+    """Write each task of ``cfg`` built from its config (``build_tasks``) to its file, unless the file exists."""
+    for i, task_cfg in enumerate(cfg.injection.tasks):
+        path = _task_file_path(cfg, i, tasks[:i])
+        if task_cfg.file is None and not path.is_file():
+            save_task_file(tasks[i], path)
 
 
 def check_disjoint(tasks: Sequence[Task]) -> None:
