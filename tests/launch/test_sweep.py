@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -118,10 +119,11 @@ def test_dolma_root_is_read_from_the_environment_and_a_missing_local_root_is_an_
     monkeypatch.setenv("DOLMA_ROOT", str(mirror))
     with pytest.raises(ValueError, match=r"data\.paths\.0=.*mirror/preprocessed/.*no such data file"):
         expand_sweep(load_sweep(path), tmp_path / "runs")
-    for p in paths:  # a local mirror of the bucket (empty stand-ins: only their existence is checked here)
+    for p in paths:  # a local mirror of the bucket (sparse stand-ins holding one 4096-token sequence each)
         local = mirror / p.removeprefix("https://olmo-data.org/")
         local.parent.mkdir(parents=True, exist_ok=True)
         local.touch()
+        os.truncate(local, 2 * 4096)
     (local_run,) = expand_sweep(load_sweep(path), tmp_path / "runs")
     assert local_run.config["data"]["paths"][0] == str(mirror / "preprocessed" / paths[0].split("preprocessed/")[1])
 
@@ -135,7 +137,7 @@ def test_dolma_root_is_read_from_the_environment_and_a_missing_local_root_is_an_
         ({"models": []}, r"sweep.models=\[\] has no values"),
         ({"modles": ["4M"]}, r"unknown keys sweep.\['modles'\]"),
         ({"frequencies": [0.5]}, r"run 's-f5.000e-01': .*instances_per_token=0.5"),
-        ({"frequencies": [1.0001e-4, 1.0002e-4]}, r"identical run names"),
+        ({"frequencies": [3.0001e-3, 3.0002e-3]}, r"identical run names"),
         ({"gaps": [0]}, r"n and gap must be >= 1"),
         ({"tasks": ["cmp"], "overrides": {"injection.tasks.0.kind": "mul"}}, r"kind='mul'"),
         ({"overrides": {"no_such_option": 1}}, r"invalid config: .*no_such_option"),
