@@ -22,6 +22,7 @@ the neurons), the cosine metrics, and offline versions of both for any checkpoin
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
@@ -248,30 +249,47 @@ def task_reference_gradient(
 
     ``instances`` is ``[n, 3]`` (TOK1, TOK2, LABEL) token ids (``Task.instances[ids]``), the loss is the
     cross-entropy of LABEL given (TOK1, TOK2), averaged over all ``n``. With several ranks each takes every
-    ``world_size``-th instance and the sums are added, so every rank returns the same g_r. Runs in eval mode
-    (no dropout, the training RNG is untouched) and never writes a parameter's ``.grad``.
+    ``world_size``-th instance, in the same number of passes of at most ``batch_size`` on every rank, and the
+    sums are added, so every rank returns the same g_r. Runs in eval mode (no dropout, the training RNG is
+    untouched). ``model`` is a bare OLMo model, whose parameters' ``.grad`` are never written, or its FSDP
+    wrapper (which gathers the sharded parameters): then a full backward pass runs, through FSDP's own hooks,
+    and the wrapper's gradients are set to None afterwards, so call it only where ``.grad`` is not needed
+    (the training hook calls it before the step's ``zero_grad``). ``torch.autograd.grad`` through FSDP would
+    skip those hooks and leave FSDP with new parameter objects that the optimizer does not hold.
     """
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
     if batch_size < 1:
         raise ValueError(f"grad_interference.reference_batch_size={batch_size}: must be at least 1")
     world_size, rank = world_size_and_rank()
+    if len(instances) < world_size:
+        raise ValueError(f"{len(instances)} reference instances cannot be split over {world_size} ranks")
+    through_fsdp = isinstance(model, FullyShardedDataParallel)
     block = first_mlp_block(model)
     device = block.ff_out.weight.device
     local = torch.as_tensor(np.asarray(instances)[rank::world_size], dtype=torch.int64, device=device)
+    # Ranks hold n // world_size or one more instance: the same number of passes on each (FSDP's collectives).
+    passes = math.ceil(math.ceil(len(instances) / world_size) / batch_size)
     was_training = model.training
     model.eval()
     try:
-        with NeuronGradCapture(block, neurons, record_outputs=True) as capture:
-            for chunk in local.split(batch_size):
+        with NeuronGradCapture(block, neurons, record_outputs=not through_fsdp) as capture:
+            for chunk in torch.tensor_split(local, passes):
                 context = chunk[:, :LABEL_CONTEXT_TOKENS]
                 capture.add_task_mask(torch.ones_like(context, dtype=torch.bool))
                 with _autocast(device, autocast_dtype):
                     # Only position 1's logits enter the loss: skip the LM head at position 0.
                     logits = model(input_ids=context, last_logits_only=True).logits[:, -1]
                 loss = F.cross_entropy(logits.float(), chunk[:, LABEL_CONTEXT_TOKENS], reduction="sum") / len(instances)
-                torch.autograd.grad(loss, capture.pop_ff_proj_outputs())
+                if through_fsdp:
+                    loss.backward()
+                else:
+                    torch.autograd.grad(loss, capture.pop_ff_proj_outputs())
             reference = capture.gradients().total
     finally:
         model.train(was_training)
+        if through_fsdp:
+            model.zero_grad(set_to_none=True)
     return all_reduce_sum_(reference)
 
 

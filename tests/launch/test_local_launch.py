@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from launch_testing import TINY_CONFIG, run_cli
-from olmo_injection.hooks.wandb_logging import read_wandb_history
+from olmo_injection.metrics_record import read_metrics_record
 
 
 @pytest.mark.slow
@@ -17,5 +17,5 @@ def test_local_torchrun_launch_trains_the_run_and_records_its_overrides(tmp_path
     run_dir = tmp_path / "tiny" / "tiny"
     assert "max_duration: 4" in (run_dir / "run.yaml").read_text()
     assert (run_dir / "checkpoints" / "step4-unsharded").is_dir()
-    history = read_wandb_history(run_dir / "checkpoints" / "wandb")
+    history = {row["_step"]: row for row in read_metrics_record(run_dir / "checkpoints")}
     assert sorted(s for s in history if "train/CrossEntropyLoss" in history[s]) == [1, 2, 3, 4]

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from launch_testing import preempt, run_log, submit_tiny_run, wait_until_done
-from olmo_injection.hooks.wandb_logging import read_wandb_history
+from olmo_injection.metrics_record import read_metrics_record
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -28,7 +28,8 @@ def submit_two_process_run(root, name):
 
 
 def history(run) -> dict:
-    return read_wandb_history(run.run_dir / "checkpoints" / "wandb")
+    """The run's metrics record (``<save_folder>/metrics.jsonl``), one dict per step."""
+    return {row["_step"]: row for row in read_metrics_record(run.run_dir / "checkpoints")}
 
 
 def preempt_after_first_checkpoint(task_id: str, run) -> None:
