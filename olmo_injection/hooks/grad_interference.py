@@ -169,7 +169,8 @@ class GradInterferenceHook(TrainingHook):
     @staticmethod
     def _reference_model(trainer: "InjectionTrainer"):
         # Under DDP the bare module, so DDP's reducer never sees a backward pass it did not start; under FSDP the
-        # wrapper, which gathers the sharded parameters for the forward pass (not yet tested on GPUs).
+        # wrapper, which gathers the sharded parameters for the forward pass and needs its own backward hooks
+        # (task_reference_gradient; tests/test_grad_decomposition_fsdp.py, and tests/gpu on CUDA).
         if trainer.cfg.distributed_strategy == DistributedStrategy.fsdp:
             return trainer.dist_model
         return trainer.model
