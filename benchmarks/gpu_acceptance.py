@@ -194,6 +194,11 @@ def measure_model(args: argparse.Namespace) -> Dict[str, Any]:
         fill_runtime_fields(cfg, world_size=1)
         built = build_arms(cfg, device)
         arms = built["arms"]
+        needed = args.warmup_steps + 1 + args.blocks * args.steps_per_block
+        if needed > arms["plain"].batches_per_epoch:  # each arm reads the embedded corpus from its start
+            raise ValueError(f"{needed} steps per trainer: more than the embedded corpus's "
+                             f"{arms['plain'].batches_per_epoch} batches at this size; use fewer --blocks or "
+                             "--steps-per-block")
         batches = {name: iter(trainer.train_loader) for name, trainer in arms.items()}
         for name, trainer in arms.items():
             timed_steps(trainer, batches[name], args.warmup_steps + 1)  # compile-free warm-up: allocator, g_r
