@@ -215,6 +215,20 @@ def _figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learning_curves(args: argparse.Namespace) -> int:
+    from .learning_curves import format_learning_table, learning_curve_figure, learning_table
+
+    run = Path(args.run)
+    out = Path(args.out) if args.out else run
+    out.mkdir(parents=True, exist_ok=True)
+    rows = learning_table(run, threshold=args.threshold)  # refuses a bad threshold before drawing anything
+    learning_curve_figure(run, out / "learning_curves.png")
+    (out / "learning_table.json").write_text(json.dumps({"save_folder": str(run), "rows": rows}, indent=1))
+    print(format_learning_table(rows))
+    print(f"figure: {out / 'learning_curves.png'} (data: .csv/.json next to it); table: {out / 'learning_table.json'}")
+    return 0
+
+
 def register(subparsers) -> None:
     """Add ``analyze`` and its sub-commands to ``olmo-inject``'s parser."""
     analyze = subparsers.add_parser("analyze", help="offline analyses of checkpoints and runs", description=__doc__)
@@ -242,6 +256,14 @@ def register(subparsers) -> None:
     checkpoint_command("fourier", "Fourier modes of an add task's residual streams", _fourier, FourierConfig)
     checkpoint_command("localise", "MLP-layer ablations and first-layer task neurons", _localise,
                        LocalisationConfig)
+
+    curves = commands.add_parser("learning-curves", help="one run's task loss and accuracy against step, and when "
+                                                         "each task was learned (table)")
+    curves.add_argument("run", help="save folder (config.yaml + metrics.jsonl)")
+    curves.add_argument("--threshold", type=float, default=0.8, help="test accuracy that counts as learned")
+    curves.add_argument("--out", default=None, help="folder for learning_curves.png/.csv/.json and "
+                                                     "learning_table.json (default: the save folder)")
+    curves.set_defaults(func=_learning_curves)
 
     figures = commands.add_parser("figures", help="Figs. 5, 6, 8, 9, 11, 12 from runs' metrics records")
     figures.add_argument("runs", nargs="+", help="save folders (or folders of them, any depth) with config.yaml and "

@@ -74,6 +74,11 @@ class MetricsRecord:
             self._file.close()
 
 
+def metrics_by_step(path: Union[str, Path]) -> Dict[int, Row]:
+    """``{step: row}`` of ``read_metrics_record(path)`` (rows keep their ``_step``)."""
+    return {row["_step"]: row for row in read_metrics_record(path)}
+
+
 def read_metrics_record(path: Union[str, Path]) -> List[Row]:
     """The rows of a record (a save folder or the ``metrics.jsonl`` itself): one dict per step, in step order.
 

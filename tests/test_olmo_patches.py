@@ -240,12 +240,12 @@ def test_upstream_local_checkpointer_cannot_save_with_this_torch(process_group, 
 
 @pytest.mark.slow
 def test_two_rank_fsdp_run_stopped_by_sigterm_resumes_to_identical_losses(tmp_path):
-    from olmo_injection.hooks.wandb_logging import read_wandb_history
+    from olmo_injection.metrics_record import metrics_by_step
 
     run_two_ranks(__file__, str(tmp_path), timeout_s=600)
 
     def history(folder: Path) -> Dict[int, Dict[str, float]]:
-        return read_wandb_history(folder / "wandb", (folder / "wandb_run_id").read_text().strip())
+        return metrics_by_step(folder)
 
     reference = history(tmp_path / "reference")
     assert sorted(reference) == list(range(1, STEPS + 1))

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from olmo_injection import metric_names as mn
 from olmo_injection.hooks.base import TrainingHook
-from olmo_injection.hooks.wandb_logging import read_wandb_history
+from olmo_injection.metrics_record import metrics_by_step
 from olmo_injection.train import (
     check_checkpoint_matches,
     check_run_settings,
@@ -110,8 +110,8 @@ def tiny(save_folder: Path, *overrides: str):
 
 
 def history_of(save_folder: Path) -> Dict[int, Dict[str, float]]:
-    run_id = (save_folder / "wandb_run_id").read_text().strip()
-    return read_wandb_history(save_folder / "wandb", run_id)
+    """The run's own metrics record, by step."""
+    return metrics_by_step(save_folder)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def reference_run(tmp_path_factory):
     return save_folder, result, history_of(save_folder), recorder.rows, task_loss
 
 
-def test_run_logs_finite_metrics_to_the_wandb_offline_files(reference_run):
+def test_run_logs_finite_metrics_to_its_metrics_record(reference_run):
     save_folder, result, history, _, _ = reference_run
     assert result.final_step == STEPS and result.stopped_by_signal is None
     assert sorted(history) == list(range(1, STEPS + 1))

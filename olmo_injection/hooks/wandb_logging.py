@@ -1,4 +1,4 @@
-"""The wandb run of a training job: its identity from the config, its start, and reading an offline run back.
+"""The wandb run of a training job: its identity from the config and its start.
 
 OLMo's ``Trainer.fit`` logs every step's and every evaluation's metrics (ours are merged into them) with
 ``wandb.log`` whenever ``cfg.wandb`` is set and a run is active; this module only starts that run:
@@ -10,22 +10,23 @@ OLMo's ``Trainer.fit`` logs every step's and every evaluation's metrics (ours ar
 - ``offline`` mode when no credentials are configured (``WANDB_API_KEY`` or a netrc entry for the wandb host),
   unless ``WANDB_MODE`` says otherwise; runs are written under ``<save_folder>/wandb``;
 - a restarted job continues the same run: its id is kept in ``<save_folder>/wandb_run_id``;
-- a failure to start is logged and training goes on without wandb (``olmo_patches.FailSafeWandb`` does the
-  same for failures while logging).
+- wandb gets ``INIT_TIMEOUT_S`` to start; an online run that cannot start falls back to offline mode with one
+  warning, and one that cannot start at all is skipped with a warning (``olmo_patches.FailSafeWandb`` does the
+  same for failures while logging). Either way nothing is lost: the run's own metrics record
+  (``olmo_injection.metrics_record``) keeps every metric.
+
+The analyses read the metrics record, not wandb's files; runs on a wandb server are read through ``wandb.Api``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import netrc
 import os
-import struct
 import uuid
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, List, Optional
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROJECT = "olmo-injection"
 RUN_ID_FILE = "wandb_run_id"
+INIT_TIMEOUT_S = 10.0
+"""How long wandb may take to start before the run goes on without it (wandb's own default is 90 s)."""
 
 # docs/science.md#model-ladder (the paper's Table 2): exact parameter counts of the paper's models.
 MODEL_SIZES = {6_963_200: "4M", 28_753_920: "20M", 371_458_048: "300M", 1_279_787_008: "1B", 4_707_057_664: "4B"}
@@ -124,79 +127,40 @@ def start_wandb_run(cfg: "InjectionTrainConfig", num_params: int) -> Optional[ob
     cfg.wandb.project, cfg.wandb.group, cfg.wandb.name, cfg.wandb.tags = (
         identity.project, identity.group, identity.name, identity.tags
     )
+    settings = dict(
+        dir=cfg.save_folder,
+        project=identity.project,
+        entity=cfg.wandb.entity,
+        group=identity.group,
+        name=identity.name,
+        tags=identity.tags,
+        config=cfg.asdict(),
+        id=persistent_run_id(Path(cfg.save_folder)),
+        resume="allow",
+    )
     mode = wandb_mode()
     try:
-        run = wandb.init(
-            dir=cfg.save_folder,
-            project=identity.project,
-            entity=cfg.wandb.entity,
-            group=identity.group,
-            name=identity.name,
-            tags=identity.tags,
-            config=cfg.asdict(),
-            id=persistent_run_id(Path(cfg.save_folder)),
-            resume="allow",
-            mode=mode,
-        )
-    except Exception as exc:  # no network, bad entity, service crash: train anyway
-        log.warning("wandb could not start (%s: %s); training continues without wandb", type(exc).__name__, exc)
-        return None
+        run = wandb.init(**settings, mode=mode, settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S))
+    except Exception as exc:  # no network, bad entity, unwritable folder, service crash: train anyway
+        if mode == "offline":
+            log.warning("wandb could not start (%s: %s); training continues without wandb (the metrics record "
+                        "keeps every metric)", type(exc).__name__, exc)
+            return None
+        log.warning("wandb could not start online (%s: %s); falling back to offline mode (upload later with "
+                    "`wandb sync`)", type(exc).__name__, exc)
+        return start_offline(wandb, settings)
     log.info("wandb run %s (%s) in %s", run.id, mode, run.dir)
     return run
 
 
-# --- Reading an offline run back ---------------------------------------------------------------------------
-# A ``.wandb`` file is a LevelDB-style log: a 7-byte header (":W&B", magic 0xBEE1, version 0), then records in
-# 32 KiB blocks, each chunk with a 7-byte header (crc32 of type+data, length, type: full/first/middle/last)
-# holding a serialized ``wandb_internal_pb2.Record``. wandb 0.31 ships no Python reader for it.
-_HEADER = b":W&B"
-_BLOCK = 32768
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def read_wandb_records(path: Path) -> list:
-    """Every ``Record`` in a ``.wandb`` file, in order; ``ValueError`` on a corrupt file."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = Path(path).read_bytes()
-    if data[:4] != _HEADER:
-        raise ValueError(f"{path}: not a .wandb file")
-    records, pos, pending = [], 7, b""
-    while pos + 7 <= len(data):
-        if _BLOCK - pos % _BLOCK < 7:  # too little room left for a chunk header: the block is padded
-            pos += _BLOCK - pos % _BLOCK
-            continue
-        checksum, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        payload = data[pos + 7 : pos + 7 + length]
-        if kind == 0 and length == 0:  # zero padding at the end of a file still being written
-            break
-        if zlib.crc32(bytes([kind]) + payload) & 0xFFFFFFFF != checksum:
-            raise ValueError(f"{path}: bad checksum at byte {pos}")
-        pos += 7 + length
-        pending = payload if kind in (_FULL, _FIRST) else pending + payload
-        if kind in (_FULL, _LAST):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-    return records
-
-
-def read_wandb_history(wandb_dir: Path, run_id: Optional[str] = None) -> Dict[int, Dict[str, float]]:
-    """``{step: {key: value}}`` logged by the runs under ``wandb_dir`` (``<save_folder>/wandb``).
-
-    Several files of one run (a resumed job writes a new one) are read oldest first; a later value for the same
-    step and key replaces an earlier one, as when an interrupted run repeats steps after its last checkpoint.
-    """
-    files = sorted(Path(wandb_dir).glob(f"*run-*-{run_id or '*'}/run-*.wandb"), key=lambda p: p.parent.name.split("-", 2)[-1])
-    history: Dict[int, Dict[str, float]] = {}
-    for path in files:
-        for record in read_wandb_records(path):
-            if record.WhichOneof("record_type") != "history":
-                continue
-            step = record.history.step.num
-            row = history.setdefault(step, {})
-            for item in record.history.item:
-                key = item.key or "/".join(item.nested_key)
-                if not key.startswith("_"):
-                    row[key] = json.loads(item.value_json)
-    return history
+def start_offline(wandb, settings: dict) -> Optional[object]:
+    """The same run in offline mode, or ``None`` (with a warning) when even that fails."""
+    try:
+        wandb.teardown()  # the failed start still holds the run id in this process's wandb service
+        run = wandb.init(**settings, mode="offline", settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S))
+    except Exception as exc:
+        log.warning("wandb could not start offline either (%s: %s); training continues without wandb (the "
+                    "metrics record keeps every metric)", type(exc).__name__, exc)
+        return None
+    log.info("wandb run %s (offline) in %s", run.id, run.dir)
+    return run

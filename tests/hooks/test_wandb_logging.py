@@ -1,8 +1,9 @@
-"""wandb run identity, mode, run id, reading offline runs back, and failures that must not stop training."""
+"""wandb run identity, mode, run id, the offline fallback, and failures that must not stop training."""
 
 from __future__ import annotations
 
-import time
+import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from olmo_injection.config import InjectionTrainConfig
 from olmo_injection.hooks.wandb_logging import (
     model_size_name,
     persistent_run_id,
-    read_wandb_history,
+    start_wandb_run,
     run_identity,
     wandb_mode,
 )
@@ -39,9 +40,9 @@ def test_identity_of_the_default_config_groups_by_everything_but_the_seed():
     cfg = InjectionTrainConfig.load(CONFIGS / "default.yaml", ["seed=7"], validate_paths=False)
     identity = run_identity(cfg, 6_963_200)
     assert identity.project == "olmo-injection"
-    assert identity.group == "4M-cmp-f2.0e-03_add-f2.0e-03"
+    assert identity.group == "4M-cmp_frequent-f7.8e-03_cmp_rare-f7.8e-04_cmp_rarest-f7.8e-05"
     assert identity.name == identity.group + "-s7"
-    assert {"model:4M", "seed:7", "task:cmp", "task:add", "freq:0.002"} <= set(identity.tags)
+    assert {"model:4M", "seed:7", "task:cmp_frequent", "task:cmp_rarest", "freq:7.8e-05"} <= set(identity.tags)
     other_seed = run_identity(InjectionTrainConfig.load(CONFIGS / "default.yaml", ["seed=8"], validate_paths=False), 6_963_200)
     assert other_seed.group == identity.group and other_seed.name != identity.name
 
@@ -68,17 +69,22 @@ def test_run_id_persists_in_the_save_folder(tmp_path):
     assert persistent_run_id(tmp_path) == first and len(first) >= 8
 
 
-def test_offline_history_is_read_back_and_later_fragments_win(tmp_path, no_wandb_env):
-    import wandb
-
-    for values in ({1: 1.5, 2: 2.5}, {2: 20.0, 3: 30.0}):  # a run, then its resumed fragment repeating step 2
-        run = wandb.init(dir=tmp_path, project="p", id="resumeme", resume="allow", mode="offline")
-        for step, value in values.items():
-            run.log({"task/cmp/train_step/loss": value, "n": step}, step=step)
+def test_online_start_against_an_unreachable_server_falls_back_to_offline(tmp_path, no_wandb_env, monkeypatch, caplog):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed.getsockname()[1]}")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    cfg = InjectionTrainConfig.load(CONFIGS / "tiny.yaml", [f"save_folder={tmp_path}"], validate_paths=False)
+    try:
+        with caplog.at_level(logging.WARNING):
+            run = start_wandb_run(cfg, 403_712)
+        assert run is not None and run.settings.mode == "offline"
+        assert run.id == (tmp_path / "wandb_run_id").read_text().strip()  # still the job's own run id
         run.finish()
-        time.sleep(1.1)  # wandb names a fragment's directory by its start second; a real resume is never that quick
-    history = read_wandb_history(tmp_path / "wandb", "resumeme")
-    assert {s: h["task/cmp/train_step/loss"] for s, h in history.items()} == {1: 1.5, 2: 20.0, 3: 30.0}
+    finally:
+        closed.close()
+    assert [r.message for r in caplog.records if "falling back to offline" in r.message]
 
 
 def test_failing_wandb_calls_from_olmo_do_not_raise(tmp_path, no_wandb_env):
