@@ -15,7 +15,11 @@ Any OLMo option (and our ``injection``/``task_eval`` sections) can be overridden
 The same command resumes: with ``try_load_latest_save`` (on in our configs) a run restarts from the latest
 checkpoint in ``save_folder``, or from ``load_path``. SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 (SLURM's warning
 before a time limit) stop the run after the current step with a checkpoint; a second Ctrl-C aborts at once.
-Exit status: 0 when training finished, 128 + signal number when a signal stopped it (checkpoint saved).
+A save folder holds one experiment (``olmo_injection.experiment``): rerunning a finished run exits 0 without
+training; a changed config is refused unless ``--extend`` (a larger max_duration) or ``--allow_config_change``
+is given; ``run.lock`` keeps a second run out. Every logged metric also goes to ``<save_folder>/metrics.jsonl``.
+Exit status: 0 when training finished (or was already finished), 2 for bad input (one line, no traceback),
+128 + signal number when a signal stopped it (checkpoint saved).
 
 One path for every setting: the process always joins a ``torch.distributed`` group (torchrun's, or a
 one-process group when run without torchrun) and wraps the model with ``distributed_strategy``: ``ddp``
