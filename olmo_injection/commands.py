@@ -12,6 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_train(subparsers)
     _register_schedule(subparsers)
     _register_tasks(subparsers)
+    _register_inspect(subparsers)
 
 
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
@@ -117,4 +118,40 @@ def _run_tasks(args: argparse.Namespace) -> int:
         for i in task.train_ids[:3]:
             a, b = task.values[i]
             print(f"    {i}: {task.word_strings[a]}{task.word_strings[b]}{task.label_strings[task.label_index[i]]}")
+    return 0
+
+
+def _register_inspect(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="show what a training batch held: decoded rows, injections, source file and offset",
+        description="Rebuild the global batch that OLMo step --step trains on, through the training data path, "
+        "and print each row: where it came from (token file and offset), its injected prefix marked with task and "
+        "instance, and its decoded text. Writes nothing.",
+    )
+    parser.add_argument("config", help="training config YAML")
+    parser.add_argument("--step", type=int, required=True, help="OLMo step, 1-based")
+    parser.add_argument("--row", type=int, default=None, help="only this row (slot in the global batch, 0-based)")
+    parser.add_argument("--world-size", type=int, default=1, help="ranks to map rows onto (default 1)")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.set_defaults(func=_run_inspect, accepts_overrides=True)
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from .batch_inspection import format_rows, inspect_batch
+    from .tasks import build_tasks
+
+    cfg = _load_checked_config(args.config, args.overrides)
+    if args.row is not None and not 0 <= args.row < cfg.global_train_batch_size:
+        raise ValueError(f"--row={args.row}: must be in [0, global_train_batch_size={cfg.global_train_batch_size})")
+    rows = inspect_batch(cfg, build_tasks(cfg, write=False), args.step, args.world_size)
+    if args.row is not None:
+        rows = [rows[args.row]]
+    print(format_rows(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) for r in rows], f, indent=1)
     return 0

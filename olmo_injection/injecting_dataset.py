@@ -205,6 +205,18 @@ def task_token_mask(batch: Dict[str, Any]) -> torch.Tensor:
     return mask
 
 
+def build_injection_collator(cfg: TrainConfig, tasks) -> InjectionCollator:
+    """The collator of ``cfg``'s training data path: OLMo's padding settings, the schedule, every instance's tokens."""
+    return InjectionCollator(
+        pad_direction=cfg.data.pad_direction,
+        pad_token_id=cfg.model.pad_token_id,
+        schedule=InjectionSchedule.from_config(cfg, tasks),
+        sequences=[
+            torch.from_numpy(task.sequences(np.arange(len(task.is_train)), cfg.model.eos_token_id)) for task in tasks
+        ],
+    )
+
+
 def build_injecting_train_dataloader(
     cfg: TrainConfig,
     tasks,
@@ -219,7 +231,6 @@ def build_injecting_train_dataloader(
     ``cfg`` is an ``InjectionTrainConfig``; ``tasks`` are its built tasks, in ``cfg.injection.tasks`` order.
     """
     assert cfg.device_train_batch_size is not None, "call cfg.device_train_batch_size setup first"
-    schedule = InjectionSchedule.from_config(cfg, tasks)
     dataset = build_memmap_dataset(cfg, cfg.data, include_instance_metadata=False)
     work_dir = Path(cfg.save_folder) / "train_data"
     if get_global_rank() == 0:
@@ -242,14 +253,7 @@ def build_injecting_train_dataloader(
         ),
         batch_size=cfg.device_train_batch_size,
         drop_last=cfg.data.drop_last,
-        collate_fn=InjectionCollator(
-            pad_direction=cfg.data.pad_direction,
-            pad_token_id=cfg.model.pad_token_id,
-            schedule=schedule,
-            sequences=[
-                torch.from_numpy(task.sequences(np.arange(len(task.is_train)), cfg.model.eos_token_id)) for task in tasks
-            ],
-        ),
+        collate_fn=build_injection_collator(cfg, tasks),
         num_workers=cfg.data.num_workers,
         pin_memory=cfg.data.pin_memory,
         prefetch_factor=None if cfg.data.num_workers == 0 else cfg.data.prefetch_factor,
