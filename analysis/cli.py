@@ -210,7 +210,7 @@ def _figures(args: argparse.Namespace) -> int:
         else:
             runs.append(read_online_run(source))  # entity/project/run_id
     out = Path(args.out or "figures")
-    all_log_figures(runs, args.task, out)
+    all_log_figures(runs, args.task[0] if len(args.task) == 1 else args.task, out)
     print(f"figures for {len(runs)} run(s) -> {out}")
     return 0
 
@@ -268,7 +268,8 @@ def register(subparsers) -> None:
     figures = commands.add_parser("figures", help="Figs. 5, 6, 8, 9, 11, 12 from runs' metrics records")
     figures.add_argument("runs", nargs="+", help="save folders (or folders of them, any depth) with config.yaml and "
                                                  "metrics.jsonl, or entity/project/run_id on a wandb server")
-    figures.add_argument("--task", required=True, help="name of the injected task")
+    figures.add_argument("--task", required=True, nargs="+", help="name(s) of the injected task(s); with several, "
+                                                                  "each run gives one row per task it injects")
     figures.add_argument("--out", default=None, help="figures folder (default: ./figures)")
     figures.set_defaults(func=_figures)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import matplotlib
 
@@ -26,6 +26,25 @@ from .run_logs import RunLog  # noqa: E402
 from .run_table import model_size, run_facts, schedule_label  # noqa: E402
 
 Rows = List[Dict[str, Any]]
+Tasks = Union[str, Sequence[str]]
+"""One task name, or several: with several, each run contributes every one of them it injects (a run that holds
+tasks at several frequencies, or gaps, then gives one row and one line per task)."""
+
+
+def run_task_pairs(runs: Sequence[RunLog], task: Tasks) -> List[Tuple[RunLog, str]]:
+    """The (run, task) pairs a figure draws. One name keeps the old contract (a run without it is an error)."""
+    names = [task] if isinstance(task, str) else list(task)
+    if len(names) == 1:
+        return [(run, names[0]) for run in runs]
+    def injected(run: RunLog) -> set:
+        return {t.get("name") for t in (run.config.get("injection") or {}).get("tasks") or []}
+
+    return [(run, name) for run in runs for name in names if name in injected(run)]
+
+
+def tasks_title(task: Tasks) -> str:
+    """The task name(s) for a figure title."""
+    return task if isinstance(task, str) else ", ".join(task)
 
 
 def _write(fig, rows: Rows, out_dir: Path, name: str, meta: Dict[str, Any]) -> Rows:
@@ -76,15 +95,16 @@ def _last(run: RunLog, key: str) -> Optional[float]:
     return values[-1] if values else None
 
 
-def phase_diagram(runs: Sequence[RunLog], task: str, out_dir: Path) -> Rows:
+def phase_diagram(runs: Sequence[RunLog], task: Tasks, out_dir: Path) -> Rows:
     """Fig. 5: final task train loss and test accuracy over model size x injection frequency."""
     rows = []
-    for run in runs:
+    for run, name in run_task_pairs(runs, task):
         rows.append(
             {
-                **run_facts(run, task),
-                "train_loss": _last(run, M.task_key(task, M.TRAIN_SPLIT, M.LOSS)),
-                "test_acc": _last(run, M.task_key(task, M.TEST_SPLIT, M.ACC_LABELS)),
+                **run_facts(run, name),
+                "task": name,
+                "train_loss": _last(run, M.task_key(name, M.TRAIN_SPLIT, M.LOSS)),
+                "test_acc": _last(run, M.task_key(name, M.TEST_SPLIT, M.ACC_LABELS)),
             }
         )
     sizes = sorted({(r["params"], r["model"]) for r in rows})
@@ -96,12 +116,13 @@ def phase_diagram(runs: Sequence[RunLog], task: str, out_dir: Path) -> Rows:
             if r[metric] is not None:
                 grid[sizes.index((r["params"], r["model"])), freqs.index(r["instances_per_token"])] = r[metric]
         if not np.isfinite(grid).any():
-            show_message(ax, f"no run logged {metric} for task {task!r}\n(task evaluations: task_eval.enabled)")
+            show_message(ax, f"no run logged {metric} for task {tasks_title(task)!r}\n"
+                             "(task evaluations: task_eval.enabled)")
             continue
         image = heat_map(ax, grid, [name for _, name in sizes], [f"{f:.1e}" for f in freqs])
         ax.set_xlabel("instances per token")
         ax.set_ylabel("model (parameters)")
-        ax.set_title(f"Fig. 5: {task} final {metric.replace('_', ' ')}")
+        ax.set_title(f"Fig. 5: {tasks_title(task)} final {metric.replace('_', ' ')}")
         fig.colorbar(image, ax=ax)
     return _write(fig, rows, out_dir, "fig5_phase_diagram", {"task": task})
 
@@ -114,29 +135,29 @@ def first_step_reaching(run: RunLog, key: str, threshold: float) -> Optional[int
     return None
 
 
-def learning_order(runs: Sequence[RunLog], task: str, out_dir: Path, threshold: float = 0.9) -> Rows:
+def learning_order(runs: Sequence[RunLog], task: Tasks, out_dir: Path, threshold: float = 0.9) -> Rows:
     """Fig. 6: when the injected task and its natural-text reference are learned, and the gap effect.
 
     Left: test accuracy of the task and reference accuracy over steps. Right: final task test loss against the
     gap (gap-mode runs), one line per model size. Rows: first step each accuracy reaches ``threshold``.
     """
-    task_acc = M.task_key(task, M.TEST_SPLIT, M.ACC_LABELS)
-    ref_acc = M.task_key(task, M.REFERENCE, M.ACC_LABELS)
-    test_loss = M.task_key(task, M.TEST_SPLIT, M.LOSS)
     rows = []
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     drawn = 0
-    for run in runs:
-        facts = run_facts(run, task)
+    for run, name in run_task_pairs(runs, task):
+        task_acc = M.task_key(name, M.TEST_SPLIT, M.ACC_LABELS)
+        ref_acc = M.task_key(name, M.REFERENCE, M.ACC_LABELS)
+        facts = run_facts(run, name)
         rows.append(
             {
                 **facts,
+                "task": name,
                 "task_learned_step": first_step_reaching(run, task_acc, threshold),
                 "reference_learned_step": first_step_reaching(run, ref_acc, threshold),
-                "final_test_loss": _last(run, test_loss),
+                "final_test_loss": _last(run, M.task_key(name, M.TEST_SPLIT, M.LOSS)),
             }
         )
-        label = f"{facts['model']} {schedule_label(run.config, task)}"
+        label = f"{facts['model']} {schedule_label(run.config, name)}" + ("" if isinstance(task, str) else f" {name}")
         for key, style, what in ((task_acc, "-", "task"), (ref_acc, "--", "reference")):
             steps, values = run.series(key)
             if steps:
@@ -146,10 +167,10 @@ def learning_order(runs: Sequence[RunLog], task: str, out_dir: Path, threshold: 
         left.axhline(threshold, color="grey", lw=0.5)
         left.set_xlabel("step")
         left.set_ylabel("accuracy")
-        left.set_title(f"Fig. 6a: {task} test and reference accuracy")
+        left.set_title(f"Fig. 6a: {tasks_title(task)} test and reference accuracy")
         left.legend(fontsize=6)
     else:
-        show_message(left, f"no run logged {task_acc} or {ref_acc}")
+        show_message(left, f"no run logged test or reference accuracy of {tasks_title(task)}")
     gap_rows = [r for r in rows if r["gap"] is not None and r["final_test_loss"] is not None]
     for model in sorted({(r["params"], r["model"]) for r in gap_rows}):
         points = sorted((r["gap"], r["final_test_loss"]) for r in gap_rows if (r["params"], r["model"]) == model)
@@ -158,10 +179,10 @@ def learning_order(runs: Sequence[RunLog], task: str, out_dir: Path, threshold: 
         right.set_xscale("log")
         right.set_xlabel("gap (batches between injections)")
         right.set_ylabel("final task test loss")
-        right.set_title(f"Fig. 6b: {task} final test loss vs gap")
+        right.set_title(f"Fig. 6b: {tasks_title(task)} final test loss vs gap")
         right.legend(fontsize=6)
     else:
-        show_message(right, f"no gap-mode run of task {task!r} with a test loss among these {len(runs)} run(s):\n"
+        show_message(right, f"no gap-mode run of task {tasks_title(task)!r} with a test loss among these {len(runs)} run(s):\n"
                             "the gap panel needs runs with schedule mode 'gap'")
     return _write(fig, rows, out_dir, "fig6_learning_order", {"task": task, "threshold": threshold})
 
@@ -226,7 +247,7 @@ def injection_intervals(run: RunLog, task: str) -> Rows:
     return rows
 
 
-def retention(runs: Sequence[RunLog], task: str, out_dir: Path) -> Rows:
+def retention(runs: Sequence[RunLog], task: Tasks, out_dir: Path) -> Rows:
     """Fig. 8: the drop of the task's test loss across each injection and how much of it is lost again.
 
     A drop is measured only across an evaluation interval holding exactly one injection of the task (the
@@ -238,42 +259,44 @@ def retention(runs: Sequence[RunLog], task: str, out_dir: Path) -> Rows:
     """
     rows, refused = [], {}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for run in runs:
-        intervals = injection_intervals(run, task)
+    for run, name in run_task_pairs(runs, task):
+        key = run.name if isinstance(task, str) else f"{run.name} {name}"
+        intervals = injection_intervals(run, name)
         single = [i for i, r in enumerate(intervals) if len(r["injection_steps"]) == 1 and r["complete"]]
         if not intervals:
-            refused[run.name] = f"fewer than two evaluations of {M.task_key(task, M.TEST_SPLIT, M.LOSS)}"
+            refused[key] = f"fewer than two evaluations of {M.task_key(name, M.TEST_SPLIT, M.LOSS)}"
             continue
         if not single:
             most = max(len(r["injection_steps"]) for r in intervals)
-            refused[run.name] = (
+            refused[key] = (
                 f"no evaluation interval holds exactly one injection (up to {most} per interval, "
-                f"{schedule_label(run.config, task)}): Fig. 8 needs gap-mode injections with evaluations between them"
+                f"{schedule_label(run.config, name)}): Fig. 8 needs gap-mode injections with evaluations between them"
             )
             continue
-        facts = run_facts(run, task)
+        facts = run_facts(run, name)
         mine = []
         for index in single:
             interval = intervals[index]
             later = next((r for r in intervals[index + 1:] if r["injection_steps"]), None)
             # The loss at the last evaluation before the next injection (or at the run's last evaluation).
             last_before_next = (later["loss_before"] if later else intervals[-1]["loss_after"])
-            mine.append({"run": run.name, "model": facts["model"], "injection_step": interval["injection_steps"][0],
+            mine.append({"run": run.name, "task": name, "model": facts["model"],
+                         "injection_step": interval["injection_steps"][0],
                          "eval_before": interval["before_step"], "eval_after": interval["after_step"],
                          "loss_before": interval["loss_before"], "loss_after": interval["loss_after"],
                          "loss_drop": interval["loss_before"] - interval["loss_after"],
                          "rebound": last_before_next - interval["loss_after"]})
         rows += mine
-        label = f"{facts['model']} {schedule_label(run.config, task)}"
+        label = f"{facts['model']} {schedule_label(run.config, name)}" + ("" if isinstance(task, str) else f" {name}")
         left.plot([r["injection_step"] for r in mine], [r["loss_drop"] for r in mine], "o-", label=label)
-        line, = right.plot(*run.series(M.task_key(task, M.TEST_SPLIT, M.LOSS)), lw=0.8, label=label)
+        line, = right.plot(*run.series(M.task_key(name, M.TEST_SPLIT, M.LOSS)), lw=0.8, label=label)
         for r in mine:
             right.axvline(r["injection_step"], color=line.get_color(), lw=0.3, alpha=0.6)
     if rows:
         left.axhline(0, color="grey", lw=0.5)
         left.set_xlabel("injection step")
         left.set_ylabel("task test-loss drop across the injection")
-        left.set_title(f"Fig. 8: {task} drop per injection")
+        left.set_title(f"Fig. 8: {tasks_title(task)} drop per injection")
         left.legend(fontsize=6)
         right.set_xlabel("step")
         right.set_ylabel("task test loss")
@@ -322,28 +345,29 @@ def gradient_cosines(runs: Sequence[RunLog], out_dir: Path) -> Rows:
     return _write(fig, rows, out_dir, "fig9_gradient_cosines", {})
 
 
-def task_loss_vs_lm_loss_and_compute(runs: Sequence[RunLog], task: str, out_dir: Path) -> Rows:
+def task_loss_vs_lm_loss_and_compute(runs: Sequence[RunLog], task: Tasks, out_dir: Path) -> Rows:
     """Figs. 11 and 12: task test loss against the LM training loss at the same step, and against the estimated
     compute 6 N D (N parameters, D tokens seen = step x tokens per step)."""
-    task_loss_key = M.task_key(task, M.TEST_SPLIT, M.LOSS)
+    task_loss_key = M.task_key(tasks_title(task), M.TEST_SPLIT, M.LOSS)
     rows = []
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for run in runs:
-        facts = run_facts(run, task)
+    for run, name in run_task_pairs(runs, task):
+        facts = run_facts(run, name)
         lm = dict(zip(*run.series(M.LM_TRAIN_LOSS)))
         mine = [
             {
                 "run": run.name,
+                "task": name,
                 "model": facts["model"],
                 "step": step,
                 "task_loss": loss,
                 "lm_loss": lm.get(step),
                 "compute_flops": 6.0 * facts["params"] * step * facts["tokens_per_step"],
             }
-            for step, loss in zip(*run.series(task_loss_key))
+            for step, loss in zip(*run.series(M.task_key(name, M.TEST_SPLIT, M.LOSS)))
         ]
         rows += mine
-        label = f"{facts['model']} {schedule_label(run.config, task)}"
+        label = f"{facts['model']} {schedule_label(run.config, name)}" + ("" if isinstance(task, str) else f" {name}")
         paired = [r for r in mine if r["lm_loss"] is not None]
         if paired:
             left.plot([r["lm_loss"] for r in paired], [r["task_loss"] for r in paired], ".-", label=label)
@@ -357,7 +381,7 @@ def task_loss_vs_lm_loss_and_compute(runs: Sequence[RunLog], task: str, out_dir:
             continue
         ax.set_xlabel(xlabel)
         ax.set_ylabel("task test loss")
-        ax.set_title(f"{title} ({task})")
+        ax.set_title(f"{title} ({tasks_title(task)})")
         ax.legend(fontsize=6)
     if left.lines:
         left.invert_xaxis()
@@ -391,8 +415,8 @@ def mlp_ablation_over_checkpoints(results: Sequence[Dict[str, Any]], task: str, 
     return _write(fig, rows, out_dir, f"localise_mlp_ablation_{task}", {"task": task})
 
 
-def all_log_figures(runs: Sequence[RunLog], task: str, out_dir: Path) -> Dict[str, Rows]:
-    """Every figure that needs only the runs' logs (5, 6, 8, 9, 11/12)."""
+def all_log_figures(runs: Sequence[RunLog], task: Tasks, out_dir: Path) -> Dict[str, Rows]:
+    """Every figure that needs only the runs' logs (5, 6, 8, 9, 11/12), for one task name or several."""
     return {
         "fig5": phase_diagram(runs, task, out_dir),
         "fig6": learning_order(runs, task, out_dir),
