@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from olmo.config import ModelConfig
 from olmo.model import OLMo
 
-from olmo_injection.hooks.wandb_logging import model_size_name
+from olmo_injection.hooks.wandb_logging import count_model_params, model_size_name
 
 from .run_logs import RunLog
 
@@ -27,7 +27,7 @@ def _count_params(model_yaml: str) -> int:
         config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), fields))
     except Exception as exc:  # omegaconf names the bad key or value
         raise ValueError(f"model config: {str(exc).splitlines()[0]}") from None
-    return OLMo(config, init_params=False).num_params()
+    return count_model_params(config)
 
 
 def model_params(model: Dict[str, Any]) -> int:

@@ -46,18 +46,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from olmo.optim import build_optimizer, build_scheduler
-
     from olmo_injection.grad_decomposition import select_task_neurons, task_reference_gradient
     from olmo_injection.grad_decomposition import reference_instances
     from olmo_injection.hooks.grad_interference import GradInterferenceHook
     from olmo_injection.hooks.grad_interference_config import GradInterferenceConfig
-    from olmo_injection.injecting_dataset import build_injecting_train_dataloader
     from olmo_injection.neurons import TaskNeurons, first_mlp_block, num_neurons, save_task_neurons
     from olmo_injection.olmo_patches import apply_olmo_patches
     from olmo_injection.tasks import build_tasks
-    from olmo_injection.train import build_model, fill_runtime_fields, init_distributed, load_config
-    from olmo_injection.trainer import InjectionTrainer
+    from olmo_injection.train import build_trainer, fill_runtime_fields, init_distributed, load_config
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = model_overrides(args.model) + [
@@ -72,8 +68,8 @@ def main() -> None:
         device, _ = init_distributed()
         fill_runtime_fields(cfg, world_size=1)
         tasks = build_tasks(cfg)
-        loader = build_injecting_train_dataloader(cfg, tasks)
-        model, dist_model = build_model(cfg, device)
+        trainer = build_trainer(cfg, tasks, device)
+        model, loader = trainer.model, trainer.train_loader
         block_neurons = num_neurons(first_mlp_block(model))
         print(f"model {args.model}: {model.num_params():,d} parameters, {block_neurons} neurons in block 0")
 
@@ -94,10 +90,6 @@ def main() -> None:
             tasks,
         )
         batches = [batch for _, batch in zip(range(2 * (args.steps + 1)), loader)]
-        trainer = InjectionTrainer(
-            cfg=cfg, epoch=cfg.epoch, model=model, dist_model=dist_model, optim=build_optimizer(cfg, dist_model),
-            scheduler=build_scheduler(cfg), train_loader=loader, device=device, evaluators=[], hooks=[hook],
-        )  # fmt: skip
         hook.on_train_start(trainer)
         wall = {"off": [], "on": []}
         cpu = {"off": [], "on": []}  # this process's CPU time: less disturbed by other jobs on a shared machine

@@ -32,21 +32,18 @@ def build(cfg, injected: bool, device):
     from olmo.train import Trainer
 
     from olmo_injection.hooks.task_metrics import TaskMetricsHook
-    from olmo_injection.injecting_dataset import build_injecting_train_dataloader
-    from olmo_injection.tasks import build_tasks, olmo_tokenizer
-    from olmo_injection.train import build_model
-    from olmo_injection.trainer import InjectionTrainer
+    from olmo_injection.tasks import build_tasks
+    from olmo_injection.train import build_model, build_trainer
 
-    model, dist_model = build_model(cfg, device)
-    common = dict(cfg=cfg, model=model, dist_model=dist_model, optim=build_optimizer(cfg, dist_model),
-                  scheduler=build_scheduler(cfg), device=device, evaluators=[], epoch=0)
-    if not injected:
-        return Trainer(train_loader=build_train_dataloader(cfg), **common)
-    tasks = build_tasks(cfg)
-    loader = build_injecting_train_dataloader(cfg, tasks)
-    hook = TaskMetricsHook(tasks, loader.collate_fn.schedule, cfg.task_eval, olmo_tokenizer(cfg.tokenizer.identifier))
-    trainer = InjectionTrainer(train_loader=loader, hooks=[hook], **common)
-    hook.on_train_start(trainer)
+    if not injected:  # the baseline: OLMo's own trainer and data loader
+        model, dist_model = build_model(cfg, device)
+        return Trainer(cfg=cfg, model=model, dist_model=dist_model, optim=build_optimizer(cfg, dist_model),
+                       scheduler=build_scheduler(cfg), device=device, evaluators=[], epoch=0,
+                       train_loader=build_train_dataloader(cfg))
+    trainer = build_trainer(cfg, build_tasks(cfg), device)
+    trainer.hooks = [h for h in trainer.hooks if isinstance(h, TaskMetricsHook)]  # injection + task metrics
+    for hook in trainer.hooks:
+        hook.on_train_start(trainer)
     return trainer
 
 

@@ -205,12 +205,15 @@ def task_token_mask(batch: Dict[str, Any]) -> torch.Tensor:
     return mask
 
 
-def build_injection_collator(cfg: TrainConfig, tasks) -> InjectionCollator:
-    """The collator of ``cfg``'s training data path: OLMo's padding settings, the schedule, every instance's tokens."""
+def build_injection_collator(
+    cfg: TrainConfig, tasks, schedule: Optional[InjectionSchedule] = None
+) -> InjectionCollator:
+    """The collator of ``cfg``'s training data path: OLMo's padding settings, the schedule (built from ``cfg``
+    when not given), every instance's tokens."""
     return InjectionCollator(
         pad_direction=cfg.data.pad_direction,
         pad_token_id=cfg.model.pad_token_id,
-        schedule=InjectionSchedule.from_config(cfg, tasks),
+        schedule=schedule if schedule is not None else InjectionSchedule.from_config(cfg, tasks),
         sequences=[
             torch.from_numpy(task.sequences(np.arange(len(task.is_train)), cfg.model.eos_token_id)) for task in tasks
         ],
@@ -225,10 +228,12 @@ def build_injecting_train_dataloader(
     rank: Optional[int] = None,
     fs_local_rank: Optional[int] = None,
     num_threads: Optional[int] = None,
+    schedule: Optional[InjectionSchedule] = None,
 ) -> DataLoader:
     """OLMo's ``build_train_dataloader`` with injection: same arguments, same order, same work directory.
 
-    ``cfg`` is an ``InjectionTrainConfig``; ``tasks`` are its built tasks, in ``cfg.injection.tasks`` order.
+    ``cfg`` is an ``InjectionTrainConfig``; ``tasks`` are its built tasks, in ``cfg.injection.tasks`` order;
+    ``schedule`` is their ``InjectionSchedule`` (built from ``cfg`` when not given).
     """
     assert cfg.device_train_batch_size is not None, "call cfg.device_train_batch_size setup first"
     dataset = build_memmap_dataset(cfg, cfg.data, include_instance_metadata=False)
@@ -253,7 +258,7 @@ def build_injecting_train_dataloader(
         ),
         batch_size=cfg.device_train_batch_size,
         drop_last=cfg.data.drop_last,
-        collate_fn=build_injection_collator(cfg, tasks),
+        collate_fn=build_injection_collator(cfg, tasks, schedule),
         num_workers=cfg.data.num_workers,
         pin_memory=cfg.data.pin_memory,
         prefetch_factor=None if cfg.data.num_workers == 0 else cfg.data.prefetch_factor,

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -52,6 +52,10 @@ from .experiment import add_experiment_flags
 from .hooks.base import TrainingHook
 from .metrics_record import METRICS_RECORD_FILE, MetricsRecord
 from .olmo_patches import apply_olmo_patches
+
+if TYPE_CHECKING:
+    from .tasks import Task
+    from .trainer import InjectionTrainer
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +263,62 @@ def stop_on_signals(trainer) -> Iterator[List[int]]:
             signal.signal(sig, old)
 
 
+def build_trainer(
+    cfg: InjectionTrainConfig,
+    tasks: Sequence["Task"],
+    device: torch.device,
+    *,
+    extra_hooks: Sequence[TrainingHook] = (),
+    indices_file=None,
+) -> "InjectionTrainer":
+    """The run's trainer, not yet started: the injecting data loader, OLMo's evaluators, model (``build_model``),
+    optimizer and scheduler, and the hook list.
+
+    Hooks, in order: the token-id check, per-task metrics, gradient interference (when
+    ``grad_interference.enabled``), then ``extra_hooks`` (so they see the step metrics of both), then the
+    console progress. ``cfg`` has its runtime fields filled (``fill_runtime_fields``) and a process group exists
+    (``init_distributed``); nothing is written except OLMo's data-order file under ``<save_folder>/train_data``.
+    The entry point, the tests and the benchmarks all build their trainer here.
+    """
+    from olmo.eval import build_evaluators
+    from olmo.optim import build_optimizer, build_scheduler
+
+    from .hooks.grad_interference import GradInterferenceHook
+    from .hooks.progress import ProgressHook
+    from .hooks.task_metrics import TaskMetricsHook
+    from .hooks.wandb_logging import count_model_params
+    from .injecting_dataset import TokenIdCheck, build_injecting_train_dataloader
+    from .schedule import InjectionSchedule
+    from .tasks import olmo_tokenizer
+    from .trainer import InjectionTrainer
+
+    schedule = InjectionSchedule.from_config(cfg, tasks)
+    train_loader = build_injecting_train_dataloader(cfg, tasks, schedule=schedule)
+    evaluators = build_evaluators(cfg, device)
+    log.info("Model: %s parameters", f"{count_model_params(cfg.model):,d}")
+    model, dist_model = build_model(cfg, device)
+    hooks = [
+        TokenIdCheck(train_loader.dataset, cfg.model.vocab_size),
+        TaskMetricsHook(tasks, schedule, cfg.task_eval, olmo_tokenizer(cfg.tokenizer.identifier)),
+        *([GradInterferenceHook(cfg.grad_interference, tasks)] if cfg.grad_interference.enabled else []),
+        *extra_hooks,
+        ProgressHook([t.name for t in tasks], get_global_rank()),
+    ]
+    return InjectionTrainer(
+        cfg=cfg,
+        epoch=cfg.epoch,
+        model=model,
+        dist_model=dist_model,
+        optim=build_optimizer(cfg, dist_model),
+        scheduler=build_scheduler(cfg),
+        train_loader=train_loader,
+        device=device,
+        evaluators=evaluators,
+        indices_file=indices_file,
+        hooks=hooks,
+    )
+
+
 def train(
     cfg: InjectionTrainConfig,
     extra_hooks: Sequence[TrainingHook] = (),
@@ -271,23 +331,14 @@ def train(
     Everything that can be checked is checked before anything is written, the same on every rank
     (``olmo_injection.experiment``): the run settings, the tasks, the save folder's lock, and the save folder's
     experiment (``extend`` lets ``max_duration`` grow, ``allow_config_change`` allows any other change). A run
-    whose latest checkpoint is at its last step trains nothing and returns that step.
-
-    Hooks, in order: the token-id check, per-task metrics, gradient interference (when
-    ``grad_interference.enabled``), then ``extra_hooks`` (so they see the step metrics of both), then the
-    console progress.
+    whose latest checkpoint is at its last step trains nothing and returns that step. The trainer and its hooks
+    come from ``build_trainer`` (``extra_hooks`` go before the console progress).
     """
-    from olmo.eval import build_evaluators
-    from olmo.optim import BoltOnWarmupScheduler, build_optimizer, build_scheduler
+    from olmo.optim import BoltOnWarmupScheduler
 
-    from .hooks.grad_interference import GradInterferenceHook
-    from .hooks.progress import ProgressHook
-    from .hooks.task_metrics import TaskMetricsHook
-    from .hooks.wandb_logging import start_wandb_run
+    from .hooks.wandb_logging import count_model_params, start_wandb_run
     from .experiment import SaveFolderLock, decide_rerun, on_rank_zero, record_config_changes, settled_on_every_rank
-    from .injecting_dataset import TokenIdCheck, build_injecting_train_dataloader
-    from .tasks import build_tasks, olmo_tokenizer, write_task_files
-    from .trainer import InjectionTrainer
+    from .tasks import build_tasks, write_task_files
 
     apply_olmo_patches()
     device, created_group = init_distributed()
@@ -326,46 +377,22 @@ def train(
             write_task_files(cfg, tasks)
         barrier()
 
-        train_loader = build_injecting_train_dataloader(cfg, tasks)
-        evaluators = build_evaluators(cfg, device)
-        model, dist_model = build_model(cfg, device)
-        log.info("Model: %s parameters (%s without embeddings)", f"{model.num_params():,d}",
-                 f"{model.num_params(include_embedding=False):,d}")
-
-        wandb_dir = None
-        if rank == 0 or (cfg.wandb is not None and not cfg.wandb.rank_zero_only):
-            wandb_run = start_wandb_run(cfg, model.num_params())
-            wandb_dir = Path(wandb_run.dir).parent if wandb_run is not None else None
-        if rank == 0:
-            cfg.save(save_folder / "config.yaml")
-        barrier()
-
-        hooks = [
-            TokenIdCheck(train_loader.dataset, cfg.model.vocab_size),
-            TaskMetricsHook(tasks, train_loader.collate_fn.schedule, cfg.task_eval, olmo_tokenizer(cfg.tokenizer.identifier)),
-            *([GradInterferenceHook(cfg.grad_interference, tasks)] if cfg.grad_interference.enabled else []),
-            *extra_hooks,
-            ProgressHook([t.name for t in tasks], rank),
-        ]
         indices_file = None
         if cfg.save_data_indices:
             indices_path = save_folder / f"data-indices/rank{rank}.tsv.gz"
             indices_path.parent.mkdir(parents=True, exist_ok=True)
             indices_file = gzip.open(indices_path, "at" if load_path is not None else "wt")
+        trainer = build_trainer(cfg, tasks, device, extra_hooks=extra_hooks, indices_file=indices_file)
 
-        with InjectionTrainer(
-            cfg=cfg,
-            epoch=cfg.epoch,
-            model=model,
-            dist_model=dist_model,
-            optim=build_optimizer(cfg, dist_model),
-            scheduler=build_scheduler(cfg),
-            train_loader=train_loader,
-            device=device,
-            evaluators=evaluators,
-            indices_file=indices_file,
-            hooks=hooks,
-        ) as trainer:
+        wandb_dir = None
+        if rank == 0 or (cfg.wandb is not None and not cfg.wandb.rank_zero_only):
+            wandb_run = start_wandb_run(cfg, count_model_params(cfg.model))  # FSDP's sharded model counts 0
+            wandb_dir = Path(wandb_run.dir).parent if wandb_run is not None else None
+        if rank == 0:
+            cfg.save(save_folder / "config.yaml")
+        barrier()
+
+        with trainer:
             checkpoint_type = (
                 CheckpointType.unsharded if cfg.distributed_strategy == DistributedStrategy.ddp else CheckpointType.sharded
             )

@@ -60,10 +60,7 @@ class InjectionTrainer(Trainer):
 
     def __post_init__(self):
         super().__post_init__()
-        # OLMo asks ``check_if_cancelled`` only every ``canceled_check_interval`` steps; a signal must be
-        # honoured after the step it arrives in, so we are asked every step and keep OLMo's own interval below.
         self._olmo_cancel_interval = self.cfg.canceled_check_interval
-        self.cfg.canceled_check_interval = 1
 
     def request_stop(self, reason: str) -> None:
         """Ask the run to save a checkpoint and stop after the current step (safe to call from a signal handler)."""
@@ -72,7 +69,14 @@ class InjectionTrainer(Trainer):
     def fit(self):
         for hook in self.hooks:
             hook.on_train_start(self)
-        return super().fit()
+        # OLMo asks ``check_if_cancelled`` only every ``canceled_check_interval`` steps; a signal must be
+        # honoured after the step it arrives in, so during ``fit`` we are asked every step and keep OLMo's own
+        # interval for its checks. The config reads as loaded everywhere else (checkpoints save it).
+        self.cfg.canceled_check_interval = 1
+        try:
+            return super().fit()
+        finally:
+            self.cfg.canceled_check_interval = self._olmo_cancel_interval
 
     def train_step(self, batch: Batch, reduce_global_loss: bool = True) -> Dict[str, float]:
         self._record_finished_step()
@@ -123,13 +127,16 @@ class InjectionTrainer(Trainer):
         self._record_finished_step()
         if self.metrics_record is not None:
             self.metrics_record.sync()
+        during_fit, self.cfg.canceled_check_interval = self.cfg.canceled_check_interval, self._olmo_cancel_interval
         try:
-            return super().save_checkpoint(checkpoint_type)
+            return super().save_checkpoint(checkpoint_type)  # writes the config into the checkpoint: as loaded
         except (OSError, RuntimeError) as exc:  # a full disk: one line, and no partial checkpoint left behind
             error = checkpoint_space_error(self.cfg.save_folder, self.global_step, exc)
             if error is None:
                 raise
             raise error from exc
+        finally:
+            self.cfg.canceled_check_interval = during_fit
 
     def check_if_cancelled(self) -> Tuple[bool, int]:
         if self._stop_requested_on_any_rank():

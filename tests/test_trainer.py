@@ -29,7 +29,7 @@ def test_trainer_overrides_only_the_documented_methods():
         if callable(value) and name in vars(Trainer) and name not in generated
     }
     assert overridden == {
-        "__post_init__", "fit", "train_step", "model_forward", "eval", "check_if_cancelled",
+        "__post_init__", "fit", "train_step", "model_forward", "eval", "save_checkpoint", "check_if_cancelled",
         "trainer_state_dict", "close",
     }
 
@@ -68,3 +68,19 @@ def test_upstream_cancel_check_and_forward_call_sites():
     assert "self.model_forward(" in inspect.getsource(Trainer.eval_batch)
     # Extra per-row batch fields survive the micro-batch split as long as they are tensors.
     assert "isinstance(value, torch.Tensor)" in inspect.getsource(Trainer.split_batch)
+
+
+def test_saved_configs_read_as_loaded(tmp_path):
+    """The trainer asks for a cancel check every step only while ``fit`` runs; no saved config records that."""
+    import yaml
+
+    from olmo_injection.train import load_config, train
+
+    cfg = load_config("configs/tiny.yaml", [f"save_folder={tmp_path}", "max_duration=2", "save_interval=1",
+                                            "wandb=null"])
+    loaded = cfg.canceled_check_interval
+    assert loaded != 1
+    train(cfg)
+    assert cfg.canceled_check_interval == loaded
+    for saved in [tmp_path / "config.yaml", *tmp_path.glob("step*/config.yaml")]:
+        assert yaml.safe_load(saved.read_text())["canceled_check_interval"] == loaded, saved

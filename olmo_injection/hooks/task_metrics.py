@@ -197,7 +197,7 @@ class TaskMetricsHook(TrainingHook):
             return {}
         assert self._loss_sum is not None and self._count is not None
         # Every row of a device batch belongs to the same global batch; its index counts across epochs.
-        batches_done = trainer.dataset.batch_index(int(batch[GLOBAL_POSITION][0])) + 1
+        batches_done = int(batch[GLOBAL_POSITION][0]) // self.schedule.global_batch_size + 1
         metrics = {
             mn.task_key(task.name, mn.TRAIN_STEP, mn.INSTANCES_SEEN): float(self.schedule.instances_seen(t, batches_done))
             for t, task in enumerate(self.tasks)

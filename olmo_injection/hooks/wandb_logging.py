@@ -51,6 +51,16 @@ class RunIdentity:
     tags: List[str]
 
 
+def count_model_params(model_config) -> int:
+    """Parameters of the OLMo model ``model_config`` (an ``olmo.config.ModelConfig``) describes, counted by OLMo's
+    ``num_params()`` on the meta device (no memory, no initialisation); the same before and after FSDP shards it."""
+    from dataclasses import replace
+
+    from olmo.model import OLMo
+
+    return OLMo(replace(model_config, init_device="meta"), init_params=False).num_params()
+
+
 def model_size_name(num_params: int) -> str:
     """The paper's name of a model size (``4M``) for an exact Table-2 count, else e.g. ``0.41M``."""
     if num_params in MODEL_SIZES:

@@ -41,13 +41,9 @@ class OptimizerGradientProbe(TrainingHook):
 
 def run_tiny_training(save_folder: Path, grad_cfg: GradInterferenceConfig, steps: int = 5):
     """Train configs/tiny.yaml for ``steps`` steps with the hook and the probe; returns (hook, probe records)."""
-    from olmo.optim import build_optimizer, build_scheduler
-
-    from olmo_injection.injecting_dataset import build_injecting_train_dataloader
     from olmo_injection.olmo_patches import apply_olmo_patches
     from olmo_injection.tasks import build_tasks
-    from olmo_injection.train import build_model, fill_runtime_fields, init_distributed, load_config
-    from olmo_injection.trainer import InjectionTrainer
+    from olmo_injection.train import build_trainer, fill_runtime_fields, init_distributed, load_config
 
     overrides = [
         f"--save_folder={save_folder}", f"--max_duration={steps}", "--max_grad_norm=null", "--wandb=null",
@@ -61,14 +57,11 @@ def run_tiny_training(save_folder: Path, grad_cfg: GradInterferenceConfig, steps
     try:
         fill_runtime_fields(cfg, world_size=1)
         tasks = build_tasks(cfg)
-        loader = build_injecting_train_dataloader(cfg, tasks)
-        model, dist_model = build_model(cfg, device)
+        trainer = build_trainer(cfg, tasks, device)
         hook = GradInterferenceHook(grad_cfg, tasks)
         probe = OptimizerGradientProbe(hook)
-        with InjectionTrainer(
-            cfg=cfg, epoch=cfg.epoch, model=model, dist_model=dist_model, optim=build_optimizer(cfg, dist_model),
-            scheduler=build_scheduler(cfg), train_loader=loader, device=device, evaluators=[], hooks=[hook, probe],
-        ) as trainer:  # fmt: skip
+        trainer.hooks = [hook, probe]  # only the hook under test and its probe
+        with trainer:
             trainer.fit()
         return hook, probe.steps, cfg
     finally:
