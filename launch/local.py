@@ -11,11 +11,16 @@ from olmo_injection.sweep import RunSpec, write_run_config
 
 
 def torchrun_command(run: RunSpec, nproc_per_node: int, python: str = sys.executable) -> List[str]:
-    """``torchrun --standalone`` (rendezvous on this host) starting ``nproc_per_node`` training processes."""
+    """``torchrun --standalone`` (rendezvous on this host) starting ``nproc_per_node`` training processes.
+
+    Each rank's output also goes to its own files under ``<run>/logs/ranks/`` and reaches the console with a
+    ``[default<local rank>]:`` prefix (torchrun's ``--redirects``/``--tee``), as in the SLURM job script.
+    """
     if nproc_per_node < 1:
         raise ValueError(f"--nproc-per-node={nproc_per_node}: must be >= 1")
     return [
         python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
+        f"--log-dir={run.run_dir / 'logs' / 'ranks'}", "--redirects=3", "--tee=3",
         "-m", "olmo_injection.train", str(run.config_path),
     ]
 
@@ -24,6 +29,7 @@ def job_environment() -> Dict[str, str]:
     """The current environment plus what training needs (as the SLURM script sets it)."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("PYTHONFAULTHANDLER", "1")  # every thread's traceback on a crash or a hang's fatal signal
     return env
 
 

@@ -53,11 +53,14 @@ def test_gpu_script_runs_torchrun_per_node_with_c10d_on_the_first_node_and_reque
                  "#SBATCH --cpus-per-task=96", "#SBATCH --gpus-per-node=8", "#SBATCH --partition=h200",
                  "#SBATCH --account=proj", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@600",
                  "export NCCL_SOCKET_IFNAME=ib0", "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1",
-                 "export OMP_NUM_THREADS=12", "export OLMO_SHARED_FS=1"]:
+                 "export OMP_NUM_THREADS=12", "export OLMO_SHARED_FS=1", "export PYTHONFAULTHANDLER=1",
+                 "export TORCH_DIST_INIT_BARRIER=1"]:
         assert line + "\n" in script, line
     assert '--rdzv-backend=c10d --rdzv-endpoint="$HEAD_NODE:$RDZV_PORT"' in script
     assert "--nproc-per-node=8" in script and "--shutdown-timeout=600" in script
     assert "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1" in script
+    # one log per rank and restart, and a rank prefix on the job's own log
+    assert '--log-dir="$RUN_DIR/logs/ranks-$SLURM_JOB_ID-${SLURM_RESTART_COUNT:-0}" --redirects=3 --tee=3' in script
     assert '-m olmo_injection.train "$RUN_DIR/run.yaml"' in script
     assert 'scontrol requeue "$SLURM_JOB_ID"' in script
     # Array task i trains run i.
@@ -121,7 +124,9 @@ def test_sweep_list_and_local_dry_run(sweep_file, tmp_path, capsys):
     assert run_cli(["launch", "local", str(path), "--runs-root", str(tmp_path), "--run", "1",
                     "--nproc-per-node", "2", "--dry-run"]) == 0
     command = capsys.readouterr().out.split()
-    assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
+    run_dir = tmp_path / "s" / "s-f2.000e-03"
+    assert command[1:9] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                            f"--log-dir={run_dir / 'logs' / 'ranks'}", "--redirects=3", "--tee=3", "-m"]
     assert command[-1] == str(tmp_path / "s" / "s-f2.000e-03" / "run.yaml")
 
 
@@ -132,5 +137,7 @@ def test_torchrun_accepts_the_signal_forwarding_flags_the_script_uses():
     args = get_args_parser().parse_args([
         "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "--shutdown-timeout=300",
         "--rdzv-backend=c10d", "--rdzv-endpoint=node1:20001", "--nnodes=2", "--nproc-per-node=8",
+        "--log-dir=/runs/r/logs/ranks-7-0", "--redirects=3", "--tee=3",
         "-m", "olmo_injection.train", "run.yaml"])
     assert "SIGUSR1" in args.signals_to_handle.split(",") and args.shutdown_timeout == 300
+    assert args.log_dir == "/runs/r/logs/ranks-7-0" and args.redirects == "3" and args.tee == "3"
