@@ -22,7 +22,7 @@ from typing import List
 import numpy as np
 import pytest
 
-from conftest import write_token_file
+from token_files import write_token_file
 from olmo_injection import cli
 from olmo_injection.config import TaskConfig
 from olmo_injection.tasks import build_task, save_task_file
