@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import OlmoForCausalLM
 
+from olmo_injection.task_kinds import require_analysis
 from olmo_injection.tasks import Task
 
 from .task_prompts import TOKEN_POSITIONS, cmp_label_index, prompt_ids
@@ -124,8 +125,7 @@ def counterfactual_pairs(
     the comparison with that value swapped in. With ``balanced`` the swap changes the base's label in half of
     the pairs (drawn at random) and keeps it in the other half; without, it changes it in every pair.
     """
-    if task.kind != "cmp":
-        raise ValueError(f"task {task.name!r} has kind {task.kind!r}: DAS here is defined for 'cmp'")
+    require_analysis(task, "das")  # the task's kind says whether this analysis is defined for it
     values = task.values[pool]
     swapped = VARIABLES.index(variable)
     flips = np.ones(num_pairs, dtype=bool)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from olmo.model import OLMo
 
+from olmo_injection.task_kinds import require_analysis
 from olmo_injection.tasks import Task
 
 from .residual_stream import residual_streams
@@ -137,8 +138,7 @@ def feature_presence(model: OLMo, task: Task, cfg: FeaturePresenceConfig) -> Dic
     "num_components_used", "component_cap", "config"}``.
     """
     cfg.validate()
-    if task.kind != "cmp":
-        raise ValueError(f"task {task.name!r} has kind {task.kind!r}: feature presence is defined for 'cmp'")
+    require_analysis(task, "probe")  # the task's kind says whether this analysis is defined for it
     cap = component_cap(model.config.d_model, task.num_values, cfg)
     used = min(cfg.num_components, cap)
     rng = np.random.default_rng(cfg.seed)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from olmo.model import OLMo
 
+from olmo_injection.task_kinds import require_analysis
 from olmo_injection.tasks import Task
 
 from .residual_stream import residual_streams
@@ -174,8 +175,7 @@ def fourier_modes(model: OLMo, task: Task, cfg: FourierConfig) -> Dict:
     """Modes per residual (against the permutation null and against tau alone), their totals and each
     frequency's share, for one model (JSON-ready)."""
     cfg.validate()
-    if task.kind != "add":
-        raise ValueError(f"task {task.name!r} has kind {task.kind!r}: Fourier modes are defined for 'add'")
+    require_analysis(task, "fourier")  # the task's kind says whether this analysis is defined for it
     check_null_computable(task.num_values, task.modulus, cfg)
     ids = np.arange(task.num_values**2)
     residuals = residual_streams(model, prompt_ids(task, ids), [cfg.position])[:, :, 0]

@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # figures are files; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from olmo_injection import metric_names as M  # noqa: E402
+from olmo_injection.task_kinds import task_kind  # noqa: E402
 
 from .figures import first_step_reaching, panel_messages, show_message  # noqa: E402
 from .run_logs import RunLog, read_run_folder  # noqa: E402
@@ -37,11 +38,11 @@ def _tasks(run: RunLog) -> List[Dict[str, Any]]:
 
 
 def chance_accuracy(task: Dict[str, Any]) -> float:
-    """Accuracy of guessing among the task's labels: 1/2 for cmp, 1/modulus for add (modulus defaults to its
-    number of values)."""
-    if task.get("kind") == "cmp":
-        return 0.5
-    return 1.0 / float(task.get("modulus") or task.get("num_values") or 100)
+    """Accuracy of guessing among the task's labels (a task mapping of a run's config.yaml): one over the number
+    of labels its kind gives it (cmp: 2; add, mul: the modulus, which defaults to the number of values)."""
+    kind = task_kind(task.get("kind", "cmp"))
+    num_values = int(task.get("num_values") or 100)
+    return 1.0 / kind.num_labels(num_values, kind.modulus(num_values, task.get("modulus")))
 
 
 def _label(run: RunLog, task: Dict[str, Any]) -> str:

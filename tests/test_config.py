@@ -39,7 +39,7 @@ def test_override_of_a_missing_list_element_is_an_error():
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (["injection.tasks.0.kind=mul"], "injection.tasks.0.kind='mul'"),
+        (["injection.tasks.0.kind=div"], "injection.tasks.0.kind='div': unknown task kind"),
         (["injection.tasks.1.name=cmp"], "injection.tasks.1.name='cmp'"),
         (["injection.tasks.0.schedule.instances_per_token=0.5"], "instances_per_token=0.5"),
         (["injection.tasks.0.schedule.instances_per_token=0"], "instances_per_token=0"),

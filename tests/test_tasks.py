@@ -99,7 +99,9 @@ def test_configured_tokens_modulus_and_sizes():
 @pytest.mark.parametrize(
     "cfg, match",
     [
-        (TaskConfig(kind="mul"), "kind='mul'"),
+        (TaskConfig(kind="div"), "kind='div': unknown task kind; allowed: cmp, add, mul"),
+        (TaskConfig(kind="cmp", modulus=5), "'cmp' tasks take no modulus"),
+        (TaskConfig(kind="add", label_tokens=[5, 6]), "take no label_tokens"),
         (TaskConfig(kind="add", modulus=101), "modulus=101"),
         (TaskConfig(kind="cmp", num_values=1), "num_values=1"),
         (TaskConfig(kind="cmp", train_fraction=1.0), "train_fraction=1.0"),

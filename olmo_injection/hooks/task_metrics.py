@@ -14,16 +14,13 @@ positions 0 and 1): ``loss`` = mean cross-entropy of the LABEL token over the fu
 ``acc`` = argmax over the task's possible label tokens is the right one, ``acc_vocab`` = argmax over the whole
 vocabulary is the right token.
 
-Natural-text reference prompts (docs/science.md#measurements), scored with the next-token distribution after the prompt,
-numbers being the single tokens ``" 0"``, ``" 1"``, ... of the OLMo tokenizer; N = ``reference_max_value``:
-
-- for ``cmp`` tasks, ``"it has increased from {x} to"`` for x = 0 .. N-2; the right continuations are the
-  numbers n with x < n <= N-1. ``acc``: the argmax over the numbers 0 .. N-1 is larger than x;
-  ``acc_vocab``: the argmax over the whole vocabulary is such a number; ``loss``: -log of the total
-  probability of the right continuations.
-- for ``add`` tasks, ``"{x} + {y} ="`` for x, y < N (a seeded subset of ``reference_add_pairs`` pairs); the right
-  continuation is x + y. ``acc``: argmax over the numbers 0 .. 2N-2 is x + y; ``acc_vocab``: argmax over the
-  whole vocabulary is x + y; ``loss``: its cross-entropy.
+Natural-text reference prompts (docs/science.md#measurements): each task kind declares its own
+(``TaskKind.reference_prompts`` in ``olmo_injection.task_kinds``), scored with the next-token distribution after
+the prompt, numbers being the single tokens ``" 0"``, ``" 1"``, ... of the OLMo tokenizer: ``acc`` = the argmax
+over the kind's candidate numbers is a right continuation, ``acc_vocab`` = the argmax over the whole vocabulary
+is one, ``loss`` = -log of the total probability of the right continuations. For ``cmp``, "it has increased
+from {x} to" (right: the numbers above x); for ``add``, "{x} + {y} =" (right: x + y); for ``mul``,
+"{x} * {y} =" (right: x * y).
 
 Keys: ``task/<name>/ref/{loss,acc,acc_vocab}``. Every rank evaluates every prompt (identical results, no
 reduction; FSDP needs every rank in every forward pass anyway).
@@ -31,7 +28,6 @@ reduction; FSDP needs every rank in every forward pass anyway).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -41,6 +37,8 @@ import torch.nn.functional as F
 
 from .. import metric_names as mn
 from ..injecting_dataset import GLOBAL_POSITION, INJECTED_TASK
+from ..prompt_sets import PromptSet
+from ..task_kinds import task_kind
 from .base import Batch, Metrics, TrainingHook
 from .task_eval_config import TaskEvalConfig
 
@@ -53,61 +51,12 @@ LABEL_POSITION = 1
 """The logits at this position of an injected row predict its LABEL token (input position 2)."""
 
 
-@dataclass(frozen=True)
-class PromptSet:
-    """Prompts of equal length with, per prompt, which candidate tokens are right continuations."""
-
-    input_ids: torch.Tensor  # [n, prompt_len]
-    candidates: torch.Tensor  # [C] token ids the ``acc`` argmax is taken over
-    correct: torch.Tensor  # [n, C] bool: candidate c is a right continuation of prompt i
-
-
 def task_prompt_set(task: "Task", ids: np.ndarray) -> PromptSet:
     """The ``TOK1 TOK2`` prompts of the given instances; candidates are the task's label tokens."""
     instances = task.instances[ids]
     label_index = torch.as_tensor(task.label_index[ids])
     correct = F.one_hot(label_index, num_classes=len(task.label_tokens)).bool()
     return PromptSet(torch.as_tensor(instances[:, :2]), torch.as_tensor(task.label_tokens), correct)
-
-
-def number_tokens(tokenizer, count: int) -> torch.Tensor:
-    """[count] ids of the single tokens ``" 0" .. " {count-1}"``; ``ValueError`` if one is not a single token."""
-    ids = []
-    for n in range(count):
-        encoded = tokenizer.encode(f" {n}", add_special_tokens=False)
-        if len(encoded) != 1:
-            raise ValueError(f"reference prompts: ' {n}' is {len(encoded)} tokens in this tokenizer, must be 1")
-        ids.append(encoded[0])
-    return torch.tensor(ids, dtype=torch.long)
-
-
-def _encode_all(tokenizer, texts: Sequence[str]) -> torch.Tensor:
-    encoded = tokenizer.encode_batch(list(texts), add_special_tokens=False)
-    lengths = {len(e) for e in encoded}
-    if len(lengths) != 1:
-        raise ValueError(f"reference prompts tokenize to different lengths {sorted(lengths)}: {texts[:3]} ...")
-    return torch.tensor(encoded, dtype=torch.long)
-
-
-def increase_prompt_set(tokenizer, max_value: int) -> PromptSet:
-    """"it has increased from {x} to" for x < max_value - 1; right: the numbers above x (below max_value)."""
-    xs = np.arange(max_value - 1)
-    candidates = number_tokens(tokenizer, max_value)
-    correct = torch.as_tensor(np.arange(max_value)[None, :] > xs[:, None])
-    input_ids = _encode_all(tokenizer, [f"it has increased from {x} to" for x in xs])
-    return PromptSet(input_ids, candidates, correct)
-
-
-def addition_prompt_set(tokenizer, max_value: int, num_pairs: Optional[int], seed: int) -> PromptSet:
-    """"{x} + {y} =" for x, y < max_value (a seeded subset of ``num_pairs``); right: the number x + y."""
-    pairs = np.stack(np.meshgrid(np.arange(max_value), np.arange(max_value), indexing="ij"), -1).reshape(-1, 2)
-    if num_pairs is not None and num_pairs < len(pairs):
-        rng = np.random.Generator(np.random.PCG64([seed, 1]))
-        pairs = pairs[np.sort(rng.choice(len(pairs), size=num_pairs, replace=False))]
-    candidates = number_tokens(tokenizer, 2 * max_value - 1)
-    correct = F.one_hot(torch.as_tensor(pairs.sum(1)), num_classes=len(candidates)).bool()
-    input_ids = _encode_all(tokenizer, [f"{x} + {y} =" for x, y in pairs])
-    return PromptSet(input_ids, candidates, correct)
 
 
 def score_next_token(logits: torch.Tensor, prompts: PromptSet) -> Dict[str, torch.Tensor]:
@@ -154,13 +103,10 @@ class TaskMetricsHook(TrainingHook):
         self.eval_ids = [self._split_ids(i, task) for i, task in enumerate(self.tasks)]
         self.reference: Dict[str, PromptSet] = {}
         if cfg.reference:
-            kinds = {task.kind for task in self.tasks}
-            if "cmp" in kinds:
-                self.reference["cmp"] = increase_prompt_set(tokenizer, cfg.reference_max_value)
-            if "add" in kinds:
-                self.reference["add"] = addition_prompt_set(
-                    tokenizer, cfg.reference_max_value, cfg.reference_add_pairs, cfg.seed
-                )
+            for kind in dict.fromkeys(task.kind for task in self.tasks):  # each kind once, in task order
+                prompts = task_kind(kind).reference_prompts(tokenizer, cfg)
+                if prompts is not None:
+                    self.reference[kind] = prompts
         self._loss_sum: Optional[torch.Tensor] = None  # [tasks + 1] on the device; the last slot collects non-injected rows
         self._count: Optional[torch.Tensor] = None
 

@@ -10,13 +10,9 @@ import torch
 
 from olmo_injection import metric_names as mn
 from olmo_injection.hooks.task_eval_config import TaskEvalConfig
-from olmo_injection.hooks.task_metrics import (
-    PromptSet,
-    addition_prompt_set,
-    increase_prompt_set,
-    number_tokens,
-    score_next_token,
-)
+from olmo_injection.hooks.task_metrics import score_next_token
+from olmo_injection.prompt_sets import PromptSet, number_tokens
+from olmo_injection.task_kinds import task_kind
 from olmo_injection.tasks import olmo_tokenizer
 
 VOCAB = 20
@@ -54,7 +50,7 @@ def test_number_tokens_are_single_tokens_that_decode_to_the_number():
 
 def test_increase_prompts_right_continuations_are_the_larger_numbers():
     tokenizer = olmo_tokenizer()
-    prompts = increase_prompt_set(tokenizer, 100)
+    prompts = task_kind("cmp").reference_prompts(tokenizer, TaskEvalConfig(reference_max_value=100))
     assert prompts.input_ids.shape[0] == 99
     assert tokenizer.decode(prompts.input_ids[17].tolist()) == "it has increased from 17 to"
     assert prompts.correct[17].nonzero().squeeze(1).tolist() == list(range(18, 100))
@@ -62,13 +58,15 @@ def test_increase_prompts_right_continuations_are_the_larger_numbers():
 
 def test_addition_prompts_subset_is_seeded_and_right_answer_is_the_sum():
     tokenizer = olmo_tokenizer()
-    a = addition_prompt_set(tokenizer, 100, 50, seed=3)
-    b = addition_prompt_set(tokenizer, 100, 50, seed=3)
+    add = task_kind("add")
+    a = add.reference_prompts(tokenizer, TaskEvalConfig(reference_max_value=100, reference_add_pairs=50, seed=3))
+    b = add.reference_prompts(tokenizer, TaskEvalConfig(reference_max_value=100, reference_add_pairs=50, seed=3))
     assert torch.equal(a.input_ids, b.input_ids) and a.input_ids.shape[0] == 50
     for row in range(5):
         x, y = [int(s) for s in tokenizer.decode(a.input_ids[row].tolist()).rstrip(" =").split(" + ")]
         assert tokenizer.decode([a.candidates[a.correct[row]].item()]) == f" {x + y}"
-    assert addition_prompt_set(tokenizer, 10, None, seed=0).input_ids.shape[0] == 100
+    every_pair = TaskEvalConfig(reference_max_value=10, reference_add_pairs=None)
+    assert add.reference_prompts(tokenizer, every_pair).input_ids.shape[0] == 100
 
 
 @pytest.mark.parametrize(

@@ -139,7 +139,8 @@ def test_dolma_root_is_read_from_the_environment_and_a_missing_local_root_is_an_
         ({"frequencies": [0.5]}, r"run 's-f5.000e-01': .*instances_per_token=0.5"),
         ({"frequencies": [3.0001e-3, 3.0002e-3]}, r"identical run names"),
         ({"gaps": [0]}, r"n and gap must be >= 1"),
-        ({"tasks": ["cmp"], "overrides": {"injection.tasks.0.kind": "mul"}}, r"kind='mul'"),
+        ({"tasks": ["cmp"], "overrides": {"injection.tasks.0.kind": "div"}}, r"kind='div'"),
+        ({"tasks": ["div"]}, r"sweep.tasks kind='div': unknown task kind"),
         ({"overrides": {"no_such_option": 1}}, r"invalid config: .*no_such_option"),
     ],
 )
