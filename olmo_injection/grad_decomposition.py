@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from olmo.model import OLMo, OLMoBlock
+from olmo.torch_util import get_global_rank, get_world_size
 from olmo.train import cross_entropy_loss
 
 from . import metric_names as mn
@@ -60,16 +61,9 @@ class NeuronGradients:
         return self.task + self.non_task
 
 
-def world_size_and_rank() -> tuple:
-    """``(world_size, rank)`` of the default process group; ``(1, 0)`` without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` in place over the default process group (no-op in a single process); returns it."""
-    if world_size_and_rank()[0] > 1:
+    if get_world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
@@ -208,7 +202,7 @@ class NeuronGradCapture:
 
 def reduce_over_ranks(grads: NeuronGradients) -> NeuronGradients:
     """Average over ranks, as DDP/FSDP average parameter gradients (identity in a single process)."""
-    world_size, _ = world_size_and_rank()
+    world_size = get_world_size()
     stacked = all_reduce_sum_(torch.stack([grads.task, grads.non_task])) / world_size
     return NeuronGradients(task=stacked[0], non_task=stacked[1])
 
@@ -261,7 +255,7 @@ def task_reference_gradient(
 
     if batch_size < 1:
         raise ValueError(f"grad_interference.reference_batch_size={batch_size}: must be at least 1")
-    world_size, rank = world_size_and_rank()
+    world_size, rank = get_world_size(), get_global_rank()
     if len(instances) < world_size:
         raise ValueError(f"{len(instances)} reference instances cannot be split over {world_size} ranks")
     through_fsdp = isinstance(model, FullyShardedDataParallel)

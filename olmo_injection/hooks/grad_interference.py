@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 from olmo.config import DistributedStrategy
+from olmo.torch_util import get_global_rank, get_world_size
 
 from .. import metric_names as mn
 from ..grad_decomposition import (
@@ -38,7 +39,6 @@ from ..grad_decomposition import (
     select_task_neurons,
     task_positions,
     task_reference_gradient,
-    world_size_and_rank,
 )
 from ..neurons import TaskNeurons, first_mlp_block, load_task_neurons, num_neurons, save_task_neurons
 from .base import Batch, Metrics, TrainingHook
@@ -126,7 +126,7 @@ class GradInterferenceHook(TrainingHook):
         device = grads.task.device
         flat = torch.cat([grads.task.flatten(), grads.non_task.flatten(), self._num_task_tokens.to(device)[None]])
         flat = all_reduce_sum_(flat)
-        world_size, _ = world_size_and_rank()
+        world_size = get_world_size()
         size = grads.task.numel()
         averaged = NeuronGradients(
             task=flat[:size].view_as(grads.task) / world_size,
@@ -163,7 +163,7 @@ class GradInterferenceHook(TrainingHook):
         self._save(trainer, chosen)
 
     def _save(self, trainer: "InjectionTrainer", chosen: TaskNeurons) -> None:
-        if world_size_and_rank()[1] == 0:  # every rank holds the same neurons (g_r is reduced over ranks)
+        if get_global_rank() == 0:  # every rank holds the same neurons (g_r is reduced over ranks)
             save_task_neurons(chosen, task_neurons_path(trainer.cfg.save_folder, self.task.name))
 
     @staticmethod
