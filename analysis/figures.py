@@ -47,6 +47,14 @@ def tasks_title(task: Tasks) -> str:
     return task if isinstance(task, str) else ", ".join(task)
 
 
+def titled(ax, figure: str, task: Tasks, what: str) -> None:
+    """``Fig. N: <task> <what>``; several task names go on a second line, so the title fits its panel."""
+    if isinstance(task, str):
+        ax.set_title(f"{figure}: {task} {what}")
+    else:
+        ax.set_title(f"{figure}: {what}\n({tasks_title(task)})", fontsize=9)
+
+
 def _write(fig, rows: Rows, out_dir: Path, name: str, meta: Dict[str, Any]) -> Rows:
     """Save ``fig`` and ``rows`` as ``<name>.png/.csv/.json``; the JSON also lists the panels' messages."""
     out_dir = Path(out_dir)
@@ -122,7 +130,7 @@ def phase_diagram(runs: Sequence[RunLog], task: Tasks, out_dir: Path) -> Rows:
         image = heat_map(ax, grid, [name for _, name in sizes], [f"{f:.1e}" for f in freqs])
         ax.set_xlabel("instances per token")
         ax.set_ylabel("model (parameters)")
-        ax.set_title(f"Fig. 5: {tasks_title(task)} final {metric.replace('_', ' ')}")
+        titled(ax, "Fig. 5", task, f"final {metric.replace('_', ' ')}")
         fig.colorbar(image, ax=ax)
     return _write(fig, rows, out_dir, "fig5_phase_diagram", {"task": task})
 
@@ -167,7 +175,7 @@ def learning_order(runs: Sequence[RunLog], task: Tasks, out_dir: Path, threshold
         left.axhline(threshold, color="grey", lw=0.5)
         left.set_xlabel("step")
         left.set_ylabel("accuracy")
-        left.set_title(f"Fig. 6a: {tasks_title(task)} test and reference accuracy")
+        titled(left, "Fig. 6a", task, "test and reference accuracy")
         left.legend(fontsize=6)
     else:
         show_message(left, f"no run logged test or reference accuracy of {tasks_title(task)}")
@@ -179,7 +187,7 @@ def learning_order(runs: Sequence[RunLog], task: Tasks, out_dir: Path, threshold
         right.set_xscale("log")
         right.set_xlabel("gap (batches between injections)")
         right.set_ylabel("final task test loss")
-        right.set_title(f"Fig. 6b: {tasks_title(task)} final test loss vs gap")
+        titled(right, "Fig. 6b", task, "final test loss vs gap")
         right.legend(fontsize=6)
     else:
         show_message(right, f"no gap-mode run of task {tasks_title(task)!r} with a test loss among these {len(runs)} run(s):\n"
@@ -296,7 +304,7 @@ def retention(runs: Sequence[RunLog], task: Tasks, out_dir: Path) -> Rows:
         left.axhline(0, color="grey", lw=0.5)
         left.set_xlabel("injection step")
         left.set_ylabel("task test-loss drop across the injection")
-        left.set_title(f"Fig. 8: {tasks_title(task)} drop per injection")
+        titled(left, "Fig. 8", task, "drop per injection")
         left.legend(fontsize=6)
         right.set_xlabel("step")
         right.set_ylabel("task test loss")
@@ -381,7 +389,7 @@ def task_loss_vs_lm_loss_and_compute(runs: Sequence[RunLog], task: Tasks, out_di
             continue
         ax.set_xlabel(xlabel)
         ax.set_ylabel("task test loss")
-        ax.set_title(f"{title} ({tasks_title(task)})")
+        ax.set_title(f"{title} ({tasks_title(task)})", fontsize=10 if isinstance(task, str) else 8)
         ax.legend(fontsize=6)
     if left.lines:
         left.invert_xaxis()
