@@ -44,3 +44,23 @@ def make_config(tmp_path: Path, token_file: Path):
         return cfg
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_process_group():
+    """A one-process gloo group, as the entry point makes without torchrun (kept if one exists already)."""
+    import torch.distributed as dist
+
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield
+    if created:
+        dist.destroy_process_group()
+
+
+@pytest.fixture
+def offline_wandb(monkeypatch):
+    """wandb never reaches the network, whatever credentials the machine has."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+

@@ -32,9 +32,7 @@ TINY = str(REPO / "configs" / "tiny.yaml")
 PREFIX = "olmo-inject train: error: "
 
 
-@pytest.fixture(autouse=True)
-def offline_wandb(monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
+pytestmark = pytest.mark.usefixtures("offline_wandb")
 
 
 @pytest.fixture(scope="module")

@@ -31,9 +31,7 @@ TINY = str(REPO / "configs" / "tiny.yaml")
 PREFIX = "olmo-inject train: error: "
 
 
-@pytest.fixture(autouse=True)
-def offline_wandb(monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
+pytestmark = pytest.mark.usefixtures("offline_wandb")
 
 
 def tree(*overrides: str) -> dict:

@@ -16,7 +16,6 @@ from typing import Dict, List
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from olmo_injection import metric_names as mn
 from olmo_injection.grad_decomposition import NeuronGradCapture, cosine, olmo_micro_batch_loss, split_rows
@@ -112,18 +111,7 @@ def check_probe(probe: GradientProbe, rel: float) -> None:
         assert math.isfinite(metrics[mn.task_key("cmp", mn.TRAIN_STEP, mn.LOSS)])
 
 
-@pytest.fixture(scope="module")
-def gloo_group():
-    """A one-process gloo group, as the entry point makes without torchrun."""
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    yield
-    if created:
-        dist.destroy_process_group()
-
-
-def test_decomposition_under_fsdp_equals_the_unsharded_model_gradient(gloo_group):
+def test_decomposition_under_fsdp_equals_the_unsharded_model_gradient(one_process_group):
     check_decomposition_under_fsdp(torch.device("cpu"), bf16=False, tolerance=1e-5)
 
 

@@ -23,7 +23,6 @@ from typing import Any, Dict, Tuple
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 import olmo.checkpoint
@@ -59,17 +58,6 @@ def upstream(name: str) -> Any:
 def fsdp_tiny(save_folder: Path, checkpointer: str, *overrides: str):
     return load_config(TINY, [f"save_folder={save_folder}", "distributed_strategy=fsdp",
                               f"sharded_checkpointer={checkpointer}", "save_interval_unsharded=null", *overrides])
-
-
-@pytest.fixture(scope="module")
-def process_group():
-    """A one-process gloo group, as the entry point makes without torchrun."""
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    yield
-    if created:
-        dist.destroy_process_group()
 
 
 def build_fsdp(cfg, seed: int) -> Tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -136,7 +124,7 @@ def save_then_restore_fresh(cfg, folder: Path, steps: int, trainer_state: Dict[s
 
 @pytest.mark.parametrize("steps", [0, 2], ids=["before-first-step", "after-2-steps"])
 @pytest.mark.parametrize("checkpointer", CHECKPOINTERS)
-def test_sharded_checkpoint_restores_model_optimizer_and_trainer_state_exactly(process_group, tmp_path, checkpointer, steps):
+def test_sharded_checkpoint_restores_model_optimizer_and_trainer_state_exactly(one_process_group, tmp_path, checkpointer, steps):
     apply_olmo_patches()
     cfg = fsdp_tiny(tmp_path / "run", checkpointer)
     saved_state = {"global_step": steps, "rng": {"torch": torch.get_rng_state()}}
@@ -170,7 +158,7 @@ def test_upstream_olmo_reader_misses_two_abstract_storage_reader_methods():
     assert 'optim_state["optim"]["state"]' in inspect.getsource(olmo.checkpoint.load_fsdp_model_and_optim_state)
 
 
-def test_upstream_torch_new_restore_of_an_unstepped_optimizer_has_no_state_key(process_group, tmp_path, monkeypatch):
+def test_upstream_torch_new_restore_of_an_unstepped_optimizer_has_no_state_key(one_process_group, tmp_path, monkeypatch):
     # If this fails, torch now keeps the empty ``state``: load_sharded_optimizer_state_dict_with_state_key can go.
     apply_olmo_patches()
     monkeypatch.setattr(olmo.checkpoint, "load_sharded_optimizer_state_dict",
@@ -181,7 +169,7 @@ def test_upstream_torch_new_restore_of_an_unstepped_optimizer_has_no_state_key(p
 
 
 @pytest.mark.parametrize("steps", [0, 2], ids=["save-changes-weights", "restore-changes-weights"])
-def test_upstream_olmo_core_checkpoint_steps_a_fresh_optimizer(process_group, tmp_path, monkeypatch, steps):
+def test_upstream_olmo_core_checkpoint_steps_a_fresh_optimizer(one_process_group, tmp_path, monkeypatch, steps):
     # If this fails, olmo_core no longer steps the optimizer: init_optimizer_state_without_stepping can go.
     apply_olmo_patches()
     monkeypatch.setattr(olmo_core.distributed.checkpoint, "init_optimizer_state",
@@ -226,7 +214,7 @@ def test_init_without_stepping_keeps_weights_and_makes_the_first_step_that_of_a_
     assert_identical(initialised_optim.state_dict(), fresh_optim.state_dict())
 
 
-def test_upstream_local_checkpointer_cannot_save_with_this_torch(process_group, tmp_path):
+def test_upstream_local_checkpointer_cannot_save_with_this_torch(one_process_group, tmp_path):
     cfg = fsdp_tiny(tmp_path / "run", "local")
     model, _ = build_fsdp(cfg, seed=1)
     with pytest.raises(NotImplementedError):

@@ -251,3 +251,34 @@ if __name__ == "__main__":  # torchrun entry for the two-process test
     folder = Path(sys.argv[1])
     init_distributed()
     train(tiny(folder, *sys.argv[2:]), extra_hooks=[InjectionRecorder(folder / f"injections-rank{get_global_rank()}.json")])
+
+
+@pytest.mark.slow
+def test_kill_9_loses_no_metric_logged_before_the_checkpoint_and_the_resume_records_each_step_once(
+    reference_run, tmp_path
+):
+    import subprocess
+    import time
+
+    _, _, reference, _, _ = reference_run
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([sys.executable, "-m", "olmo_injection.train", TINY, f"--save_folder={tmp_path}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while not (tmp_path / "step4-unsharded" / "train.pt").is_file() and proc.poll() is None:
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # no handler runs: the record must already hold what was logged
+        proc.wait()
+    killed = metrics_by_step(tmp_path)
+    assert set(range(1, 5)) <= set(killed)
+    for step in range(1, 5):
+        assert killed[step][mn.LM_TRAIN_LOSS] == pytest.approx(reference[step][mn.LM_TRAIN_LOSS], rel=1e-6)
+
+    assert train(tiny(tmp_path)).final_step == STEPS  # resumes from step 4
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [row["_step"] for row in lines if mn.LM_TRAIN_LOSS in row]
+    assert train_lines == list(range(1, STEPS + 1))  # each step once, in order: none lost, none repeated
+    resumed = metrics_by_step(tmp_path)
+    for step in range(1, STEPS + 1):
+        assert resumed[step][mn.LM_TRAIN_LOSS] == pytest.approx(reference[step][mn.LM_TRAIN_LOSS], rel=1e-6)

@@ -97,3 +97,16 @@ def preempt(task_id: str, run: RunSpec, ready: Callable[[], bool], what: str) ->
     wait_for(lambda: int(job_info(task_id).get("Restarts", 0)) >= 1, "the job to be requeued", run_log(run))
     # It starts again by itself after the cluster's cred_expire (10 s, launch/slurm_local.sh). Releasing it earlier
     # races the revocation of its previous run's credential ("Job credential revoked").
+
+
+def stop_step_of_preempted_run(log: str) -> int:
+    """The step at which a run stopped on SLURM's USR1 warning, after checking the log shows the warning, the
+    requeue and both starts."""
+    import re
+
+    assert "USR1 before the time limit" in log and "requeueing job" in log
+    assert "restart 0," in log and "restart 1," in log
+    stopped = re.search(r"Stopping at step (\d+)", log)
+    assert stopped, log[-3000:]
+    return int(stopped.group(1))
+

@@ -7,11 +7,10 @@ Both jobs are submitted at once (module fixture) and share the node; each test t
 from __future__ import annotations
 
 import math
-import re
 
 import pytest
 
-from launch_testing import preempt, run_log, submit_tiny_run, wait_until_done
+from launch_testing import preempt, run_log, stop_step_of_preempted_run, submit_tiny_run, wait_until_done
 from olmo_injection.metrics_record import read_metrics_record
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -69,12 +68,7 @@ def test_usr1_checkpoints_requeues_and_resumes_to_the_same_final_losses(jobs):
     info = wait_until_done(task_id, run)
     log = run_log(run).read_text()
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", log[-3000:]
-    assert "USR1 before the time limit" in log and "requeueing job" in log
-    assert "restart 0," in log and "restart 1," in log
-
-    stopped = re.search(r"Stopping at step (\d+)", log)
-    assert stopped, log[-3000:]
-    stop_step = int(stopped.group(1))
+    stop_step = stop_step_of_preempted_run(log)
     assert SAVE_INTERVAL <= stop_step < STEPS
     assert (checkpoints / f"step{stop_step}-unsharded").is_dir()  # the checkpoint the signal asked for
     assert (checkpoints / f"step{STEPS}-unsharded").is_dir()

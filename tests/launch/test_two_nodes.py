@@ -21,7 +21,7 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
-from launch_testing import JOB_WAIT_S, preempt, run_log, submit_tiny_run, wait_until_done
+from launch_testing import JOB_WAIT_S, preempt, run_log, stop_step_of_preempted_run, submit_tiny_run, wait_until_done
 from olmo_injection.metrics_record import read_metrics_record
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -121,11 +121,7 @@ def test_two_nodes_train_on_the_same_stream_with_the_same_losses_as_one_process(
 def test_usr1_stops_both_nodes_with_a_checkpoint_and_the_requeued_job_resumes_exactly(runs):
     run = runs["preempted"]
     log = run_log(run).read_text()
-    assert "USR1 before the time limit" in log and "requeueing job" in log
-    assert "restart 0," in log and "restart 1," in log
-    stopped = re.search(r"Stopping at step (\d+)", log)
-    assert stopped, log[-3000:]
-    stop_step = int(stopped.group(1))
+    stop_step = stop_step_of_preempted_run(log)
     assert SAVE_INTERVAL <= stop_step < STEPS
     checkpoints = run.run_dir / "checkpoints"
     assert (checkpoints / f"step{stop_step}-unsharded").is_dir()  # the checkpoint the signal asked for
