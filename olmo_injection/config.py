@@ -8,6 +8,7 @@ its value and what is allowed, before any long work starts.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import warnings
@@ -30,6 +31,8 @@ from .schedule import check_rates_fit, rate_from_config
 from .task_kinds import task_kind
 
 # OLMo 0.6.0 registers its own resolvers through an API omegaconf 2.4 deprecates, on every config load.
+log = logging.getLogger(__name__)
+
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
 
@@ -380,6 +383,29 @@ def check_injection_reaches_training(cfg: InjectionTrainConfig, rates, max_steps
         )
 
 
+def warn_about_unlearnable_tasks(cfg: InjectionTrainConfig, rates, max_steps: Optional[int]) -> List[str]:
+    """One warning (logged, and returned) per task whose schedule injects fewer instances within ``max_steps``
+    than its train split holds: no train instance is then seen even once, so the task cannot be learned in
+    this run (the rarest task of a frequency study may be meant that way)."""
+    if max_steps is None:
+        return []
+    warnings_ = []
+    for i, (task, rate) in enumerate(zip(cfg.injection.tasks, rates)):
+        if task.file is not None:
+            continue  # its split size is known once the file is read
+        train_instances = int(round(task.train_fraction * task.num_values**2))
+        injected = rate.cumulative(max_steps)
+        if injected < train_instances:
+            warnings_.append(
+                f"injection.tasks.{i} ({task.name}): {injected} instances within max_duration={cfg.max_duration!r}, "
+                f"fewer than its {train_instances} train instances; no instance is seen twice, so it is not "
+                "expected to be learned in this run"
+            )
+    for message in warnings_:
+        log.warning(message)
+    return warnings_
+
+
 def validate_config(cfg: InjectionTrainConfig) -> None:
     """Check every user-facing setting; raise ``ValueError`` naming the field, its value and what is allowed.
 
@@ -415,7 +441,9 @@ def validate_config(cfg: InjectionTrainConfig) -> None:
             f"data.paths: {num_sequences} sequences of model.max_sequence_length={seq_len} tokens in all, fewer "
             f"than one global batch (global_train_batch_size={cfg.global_train_batch_size})"
         )
-    check_injection_reaches_training(cfg, rates, planned_max_steps(cfg, num_sequences if cfg.data.paths else None))
+    max_steps = planned_max_steps(cfg, num_sequences if cfg.data.paths else None)
+    check_injection_reaches_training(cfg, rates, max_steps)
+    warn_about_unlearnable_tasks(cfg, rates, max_steps)
     for i, evaluator in enumerate(cfg.evaluators):
         if evaluator.data.paths:
             _check_memmap_dtype(evaluator.data.memmap_dtype, f"evaluators.{i}.data")

@@ -56,3 +56,17 @@ def test_bad_settings_name_field_and_value(overrides, match):
     cfg = InjectionTrainConfig.load(CONFIG, overrides)
     with pytest.raises(ValueError, match=match.replace("[", r"\[").replace(".", r"\.")):
         validate_config(cfg)
+
+
+def test_a_task_that_cannot_see_its_train_split_once_is_named_before_training(caplog):
+    """The main job's rarest task (7.8e-5 per token: 65 instances in 800 steps, 128 train instances) is meant to
+    stay unlearned; the run says so before training, and says nothing of the tasks that can be learned."""
+    import logging
+
+    from olmo_injection.config import InjectionTrainConfig, validate_config
+
+    cfg = InjectionTrainConfig.load("configs/default.yaml", ["save_folder=/nonexistent/never-written"])
+    with caplog.at_level(logging.WARNING, logger="olmo_injection.config"):
+        validate_config(cfg)
+    messages = [r.getMessage() for r in caplog.records if "not expected to be learned" in r.getMessage()]
+    assert len(messages) == 1 and messages[0].startswith("injection.tasks.2 (cmp_rarest): 63 instances")
