@@ -27,7 +27,7 @@ from omegaconf.nodes import BooleanNode
 from .corpus import embedded_corpus_paths
 from .hooks.grad_interference_config import GradInterferenceConfig
 from .hooks.task_eval_config import TaskEvalConfig
-from .schedule import check_rates_fit, rate_from_config
+from .schedule import check_rates_fit, task_rates
 from .task_kinds import task_kind
 
 # OLMo 0.6.0 registers its own resolvers through an API omegaconf 2.4 deprecates, on every config load.
@@ -427,10 +427,7 @@ def validate_config(cfg: InjectionTrainConfig) -> None:
             validate_task_config(task, where)
         elif not Path(task.file).is_file():
             raise ValueError(f"{where}.file={task.file!r}: no such task file")
-    rates = [
-        rate_from_config(t.schedule, cfg.global_train_batch_size, seq_len, f"injection.tasks.{i}.schedule")
-        for i, t in enumerate(cfg.injection.tasks)
-    ]
+    rates = task_rates(cfg)
     check_rates_fit(rates, cfg.global_train_batch_size)
     _check_memmap_dtype(cfg.data.memmap_dtype, "data")
     if not cfg.data.paths and not cfg.data.datasets:

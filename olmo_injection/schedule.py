@@ -70,6 +70,16 @@ class BatchInjections:
         return len(self.slots)
 
 
+def task_rates(cfg: "InjectionTrainConfig") -> List[TaskRate]:
+    """The ``TaskRate`` of every task of ``cfg.injection.tasks``, in order (``rate_from_config`` each): the one
+    place a config's schedules become rates, for validation and for the schedule alike."""
+    return [
+        rate_from_config(t.schedule, cfg.global_train_batch_size, cfg.model.max_sequence_length,
+                         f"injection.tasks.{i}.schedule")
+        for i, t in enumerate(cfg.injection.tasks)
+    ]
+
+
 def rate_from_config(schedule: "ScheduleConfig", global_batch_size: int, sequence_length: int, where: str) -> TaskRate:
     """Check one task's schedule against the batch shape and turn it into a ``TaskRate``.
 
@@ -124,10 +134,7 @@ class InjectionSchedule:
     @classmethod
     def from_config(cls, cfg: "InjectionTrainConfig", tasks) -> "InjectionSchedule":
         """The schedule of a training config and its built tasks (``olmo_injection.tasks.build_tasks``)."""
-        rates = [
-            rate_from_config(t.schedule, cfg.global_train_batch_size, cfg.model.max_sequence_length, f"injection.tasks.{i}.schedule")
-            for i, t in enumerate(cfg.injection.tasks)
-        ]
+        rates = task_rates(cfg)
         return cls(cfg.injection.seed, rates, [task.train_ids for task in tasks], cfg.global_train_batch_size)
 
     def injections(self, batch: int) -> BatchInjections:
