@@ -21,6 +21,7 @@ from .injecting_dataset import (
     INSTANCE_LENGTH,
     InjectingIterableDataset,
     build_injection_collator,
+    sequence_source,
 )
 from .tasks import Task, olmo_tokenizer
 
@@ -90,10 +91,9 @@ def inspect_batch(cfg, tasks: Sequence[Task], step: int, world_size: int = 1) ->
     indices = np.asarray(order.data_order())[positions - epoch * per_epoch]
 
     tokenizer = olmo_tokenizer(cfg.tokenizer.identifier)
-    chunk = dataset.chunk_size
     rows = []
     for slot, (position, index) in enumerate(zip(positions.tolist(), indices.tolist())):
-        file_number = next(i for i, (start, end) in enumerate(dataset.offsets) if start <= index < end)
+        source_file, token_offset = sequence_source(dataset, index)
         ids = batch["input_ids"][slot].tolist()
         task_index = int(batch[INJECTED_TASK][slot])
         injected = task_index >= 0
@@ -103,8 +103,8 @@ def inspect_batch(cfg, tasks: Sequence[Task], step: int, world_size: int = 1) ->
             rank=slot % world_size,
             row=slot // world_size,
             global_position=position,
-            source_file=str(dataset._memmap_paths[file_number]),  # no public accessor in OLMo 0.6.0
-            token_offset=(index - dataset.offsets[file_number][0]) * chunk,
+            source_file=source_file,
+            token_offset=token_offset,
             task=tasks[task_index].name if injected else None,
             instance=int(batch[INJECTED_INSTANCE][slot]) if injected else None,
             injected_text=tokenizer.decode(ids[:INSTANCE_LENGTH], skip_special_tokens=False) if injected else None,

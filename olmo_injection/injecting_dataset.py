@@ -186,16 +186,22 @@ class TokenIdCheck(TrainingHook):
         token = int(batch["input_ids"][row, column])
         position = int(batch[GLOBAL_POSITION][row]) % self.dataset.examples_per_epoch
         index = int(self.dataset.data_order()[position])
-        memmap = self.dataset.dataset
-        for path, (start, end) in zip(memmap._memmap_paths, memmap.offsets):
-            if start <= index < end:
-                sequence = index - start
-                return (
-                    f"data file {path}: token id {token} at token {sequence * memmap.max_seq_len + column} "
-                    f"(sequence {sequence}) is not below model.vocab_size={self.vocab_size}; the file was made "
-                    "with another tokenizer, or with another data.memmap_dtype"
-                )
-        return f"data.paths: token id {token} in training sequence {index} is not below model.vocab_size={self.vocab_size}"
+        path, first_token = sequence_source(self.dataset.dataset, index)
+        return (
+            f"data file {path}: token id {token} at token {first_token + column} "
+            f"(sequence {first_token // self.dataset.dataset.chunk_size}) is not below model.vocab_size="
+            f"{self.vocab_size}; the file was made with another tokenizer, or with another data.memmap_dtype"
+        )
+
+
+def sequence_source(memmap_dataset, index: int) -> Tuple[str, int]:
+    """Where sequence ``index`` of OLMo's ``MemMapDataset`` comes from: its token file and the offset (in tokens)
+    of its first token there."""
+    for number, (start, end) in enumerate(memmap_dataset.offsets):
+        if start <= index < end:
+            # OLMo 0.6.0 has no public accessor for the paths; this is the list its __getitem__ reads.
+            return str(memmap_dataset._memmap_paths[number]), (index - start) * memmap_dataset.chunk_size
+    raise IndexError(f"sequence {index} is not in the data (it has {len(memmap_dataset)} sequences)")
 
 
 def task_token_mask(batch: Dict[str, Any]) -> torch.Tensor:
