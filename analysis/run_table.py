@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from olmo.config import ModelConfig
 from olmo.model import OLMo
 
-from olmo_injection.hooks.wandb_logging import count_model_params, model_size_name
+from olmo_injection.model_ladder import count_model_params, model_size_name
 
 from .run_logs import RunLog
 

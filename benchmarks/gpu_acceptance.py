@@ -7,13 +7,14 @@
    compiled blocks with every hook on).
 2. For each model size (configs/models/; default 20M, 300M, 1B) at 4096-token rows, one worker process each:
    the base training config (configs/base/olmo_7b_0724.yaml: FSDP, amp_bf16) on the embedded corpus with
-   T_CMP and T_ADD injected into half of the rows, three trainers sharing one model and optimizer:
-   ``plain`` (OLMo's ``Trainer`` on OLMo's loader), ``ours`` (``InjectionTrainer`` on the injecting loader with
-   ``TaskMetricsHook``) and ``ours_grad`` (also ``GradInterferenceHook``, K = 32 task neurons, logged every
-   step). Blocks of steps cycle through the three so machine drift hits all alike (as
-   benchmarks/train_overhead.py does for two); ratios are medians over block triples. Tokens/s, MFU (OLMo's
-   FLOPs per token over the device's dense bf16 peak), peak memory, and the wall time of one g_r (all 10,000
-   instances of T_CMP, at the run's autocast) alone and amortised over ``reference_interval`` = 100 steps.
+   T_CMP and T_ADD injected into half of the rows, three arms built as a run builds them and timed through
+   OLMo's own ``fit`` (benchmarks/fit_timing.py, as on the CPU): ``plain`` (OLMo's ``Trainer`` on OLMo's
+   loader), ``ours`` (``build_trainer``: the injecting loader, ``TaskMetricsHook`` and every other hook of a
+   run) and ``ours_grad`` (also ``GradInterferenceHook``, K = 32 task neurons, logged every step), each with
+   its own model and optimizer. Blocks of steps cycle through the three so machine drift hits all alike;
+   ratios are medians over block triples. Tokens/s, MFU (OLMo's FLOPs per token over the device's dense bf16
+   peak), peak memory (of the three arms together), and the wall time of one g_r (all 10,000 instances of
+   T_CMP, at the run's autocast) alone and amortised over ``reference_interval`` = 100 steps.
    A micro-batch that runs out of memory is halved and the size measured again.
 3. The synthetic module on the GPU: benchmarks/synthetic_sweep.py --device cuda (batched sweep against a loop
    over widths), and the paper-scale phase diagram (100,000 steps) timed over ``--phase-diagram-steps`` steps
@@ -38,13 +39,14 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from fit_timing import ARMS, BENCHMARK_OVERRIDES  # benchmarks/: the arms and their timing, as on the CPU
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "configs" / "models"
 DEFAULT_MODELS = ("20M", "300M", "1B")
 # Sequences per forward pass at 4096 tokens that fit 141 GB with FSDP + bf16 and no activation checkpointing
 # (activations ~ 14 GB per 1B sequence, fp32 logits ~ 1 GB per sequence); halved on out-of-memory.
 DEFAULT_MICRO_BATCH = {"4M": 16, "20M": 16, "300M": 8, "1B": 4, "4B": 1}
-ARMS = ("plain", "ours", "ours_grad")
 # Dense bf16 tensor-core peak per GPU, FLOP/s (NVIDIA data sheets; H200 has H100's SXM compute).
 PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}
 REFERENCE_INTERVAL = 100  # grad_interference.reference_interval's default: g_r is recomputed this often
@@ -103,7 +105,7 @@ def run_config(model: str, seq_len: int, micro_batch: int, task_values: int, wor
     data_layer.write_text(yaml.safe_dump({"data": {"paths": "${embedded_corpus:train}"}, "evaluators": []}))
     overrides = {
         "model.max_sequence_length": seq_len, "global_train_batch_size": micro_batch,
-        "device_train_microbatch_size": micro_batch, "wandb": None, "console_log_interval": 1,
+        "device_train_microbatch_size": micro_batch,
         "data.num_workers": 4, "data.prefetch_factor": 4, "max_duration": 10**6,
     }  # fmt: skip
     if device_type != "cuda":  # the CPU check of this script: OLMo autocasts on CUDA only, FSDP on the CPU is fp32
@@ -116,67 +118,20 @@ def run_config(model: str, seq_len: int, micro_batch: int, task_values: int, wor
         "base": [str(ROOT / "configs" / "base" / "olmo_7b_0724.yaml"), str(data_layer)],
     }}))  # fmt: skip
     (run,) = expand_sweep(load_sweep(sweep_file), work_dir / "runs")
-    return load_config(str(write_run_config(run)), [])
-
-
-def build_arms(cfg, device) -> Dict[str, Any]:
-    """The three trainers over one model and optimizer (each with its own loader and a copy of ``cfg``), the
-    FSDP-wrapped model, the tasks, and T_CMP's task neurons with the autocast dtype g_r is computed at."""
-    import copy
-
-    from olmo.data import build_train_dataloader
-    from olmo.optim import build_optimizer, build_scheduler
-    from olmo.train import Trainer
-
-    from olmo_injection.grad_decomposition import reference_instances, select_task_neurons
-    from olmo_injection.hooks.grad_interference import GradInterferenceHook
-    from olmo_injection.hooks.grad_interference_config import GradInterferenceConfig
-    from olmo_injection.hooks.task_metrics import TaskMetricsHook
-    from olmo_injection.injecting_dataset import build_injecting_train_dataloader
-    from olmo_injection.neurons import TaskNeurons, first_mlp_block, num_neurons, save_task_neurons
-    from olmo_injection.tasks import build_tasks, olmo_tokenizer
-    from olmo_injection.train import build_model
-    from olmo_injection.trainer import InjectionTrainer
-
-    model, dist_model = build_model(cfg, device)
-    common = dict(model=model, dist_model=dist_model, optim=build_optimizer(cfg, dist_model),
-                  scheduler=build_scheduler(cfg), device=device, evaluators=[], epoch=0)
-    tasks = build_tasks(cfg)
-    autocast = cfg.autocast_precision if device.type == "cuda" else None
-    # Task neurons chosen once beforehand (as from a run's neurons file), so the timed steps cost the capture.
-    ids, norms, _ = select_task_neurons(dist_model, reference_instances(tasks[0], "all"), 32, autocast_dtype=autocast)
-    neurons_file = Path(cfg.save_folder) / "neurons.json"
-    save_task_neurons(TaskNeurons(tasks[0].name, ids.tolist(), norms.tolist(), num_neurons(first_mlp_block(model)),
-                                  None), neurons_file)  # fmt: skip
-
-    def ours(grad: bool):
-        arm_cfg = copy.deepcopy(cfg)
-        loader = build_injecting_train_dataloader(arm_cfg, tasks)
-        hooks = [TaskMetricsHook(tasks, loader.collate_fn.schedule, arm_cfg.task_eval,
-                                 olmo_tokenizer(arm_cfg.tokenizer.identifier))]  # fmt: skip
-        if grad:
-            # g_r once, in the first (warm-up) step; its recomputation is timed on its own below.
-            hooks.append(GradInterferenceHook(GradInterferenceConfig(
-                enabled=True, task=tasks[0].name, neurons_file=str(neurons_file), reference_interval=10**9), tasks))
-        trainer = InjectionTrainer(cfg=arm_cfg, train_loader=loader, hooks=hooks, **common)
-        for hook in hooks:
-            hook.on_train_start(trainer)
-        return trainer
-
-    plain_cfg = copy.deepcopy(cfg)
-    arms = {"plain": Trainer(cfg=plain_cfg, train_loader=build_train_dataloader(plain_cfg), **common),
-            "ours": ours(grad=False), "ours_grad": ours(grad=True)}
-    return {"arms": arms, "dist_model": dist_model, "tasks": tasks, "neurons": ids, "autocast": autocast}
+    return load_config(str(write_run_config(run)), BENCHMARK_OVERRIDES)
 
 
 def measure_model(args: argparse.Namespace) -> Dict[str, Any]:
     """The worker: tokens/s, MFU, memory and the g_r cost of one model size (see the module docstring)."""
     import torch
 
-    from train_overhead import timed_steps  # benchmarks/: the same step loop as the CPU benchmark
+    from fit_timing import build_arm, run_blocks, summarise, write_task_neurons
 
     from olmo_injection.grad_decomposition import reference_instances, task_reference_gradient
+    from olmo_injection.hooks.grad_interference import reference_model, training_autocast_dtype
+    from olmo_injection.neurons import load_task_neurons
     from olmo_injection.olmo_patches import apply_olmo_patches
+    from olmo_injection.tasks import build_tasks
     from olmo_injection.train import fill_runtime_fields, init_distributed
 
     apply_olmo_patches()
@@ -192,35 +147,34 @@ def measure_model(args: argparse.Namespace) -> Dict[str, Any]:
         cfg = run_config(model_size, args.seq_len, args.micro_batch[model_size], args.task_values, Path(tmp),
                          device.type)
         fill_runtime_fields(cfg, world_size=1)
-        built = build_arms(cfg, device)
-        arms = built["arms"]
-        needed = args.warmup_steps + 1 + args.blocks * args.steps_per_block
+        tasks = build_tasks(cfg)
+        neurons_file = Path(tmp) / "neurons.json"
+        arms = {"plain": build_arm("plain", cfg, tasks, device)}
+        # Task neurons chosen once beforehand (as from a run's neurons file), so the timed steps cost the capture.
+        write_task_neurons(arms["plain"], tasks[0], neurons_file, 32)
+        arms.update({name: build_arm(name, cfg, tasks, device, neurons_file) for name in ("ours", "ours_grad")})
+        needed = args.warmup_steps + args.blocks * (args.steps_per_block + 1)
         if needed > arms["plain"].batches_per_epoch:  # each arm reads the embedded corpus from its start
             raise ValueError(f"{needed} steps per trainer: more than the embedded corpus's "
                              f"{arms['plain'].batches_per_epoch} batches at this size; use fewer --blocks or "
                              "--steps-per-block")
-        batches = {name: iter(trainer.train_loader) for name, trainer in arms.items()}
-        for name, trainer in arms.items():
-            timed_steps(trainer, batches[name], args.warmup_steps + 1)  # compile-free warm-up: allocator, g_r
-        blocks: List[Dict[str, Dict[str, float]]] = []
-        for _ in range(args.blocks):
-            block = {}
-            for name, trainer in arms.items():
-                sync()
-                # Every step logs (console_log_interval = 1), so OLMo reads the loss back: the block ends synced.
-                block[name] = timed_steps(trainer, batches[name], args.steps_per_block)
-                sync()
-            blocks.append(block)
-            print(f"{model_size}: " + "  ".join(f"{n} {block[n]['wall']:.3f}s" for n in ARMS), flush=True)
+        # Every step logs (console_log_interval = 1), so OLMo reads the loss back: each step ends synced.
+        blocks = run_blocks(arms, args.blocks, args.steps_per_block, max(args.warmup_steps, 1), sync,
+                            label=f"{model_size}: ")
 
-        instances = reference_instances(built["tasks"][0], "all")
+        instances = reference_instances(tasks[0], "all")
+        neurons = load_task_neurons(neurons_file).ids().to(device)
+        plain = arms["plain"]
         g_r_seconds = []
         for _ in range(3):
             sync()
             start = time.perf_counter()
-            task_reference_gradient(built["dist_model"], instances, built["neurons"], autocast_dtype=built["autocast"])
+            task_reference_gradient(reference_model(plain), instances, neurons,
+                                    autocast_dtype=training_autocast_dtype(plain))  # fmt: skip
             sync()
             g_r_seconds.append(time.perf_counter() - start)
+        for trainer in arms.values():
+            trainer.close()
         num_params, flops_per_token = model_flops(cfg)
         peak_memory = torch.cuda.max_memory_allocated() if cuda else None
 
@@ -229,14 +183,10 @@ def measure_model(args: argparse.Namespace) -> Dict[str, Any]:
     step_s = statistics.median(b["plain"]["wall"] for b in blocks) / args.steps_per_block
     result: Dict[str, Any] = {"model": model_size, "num_params": num_params, "seq_len": args.seq_len,
                               "micro_batch": args.micro_batch[model_size], "flops_per_token": flops_per_token,
-                              "peak_flops": peak, "peak_memory_bytes": peak_memory, "blocks": blocks}
+                              "peak_flops": peak, "peak_memory_bytes": peak_memory, "blocks": blocks,
+                              **summarise(blocks, tokens)}  # fmt: skip
     for name in ARMS:
-        tokens_per_s = tokens * len(blocks) / sum(b[name]["wall"] for b in blocks)
-        result[name] = {"tokens_per_s": tokens_per_s,
-                        "mfu": tokens_per_s * flops_per_token / peak if peak else None}
-    for name in ("ours", "ours_grad"):
-        ratio = statistics.median(b[name]["wall"] / b["plain"]["wall"] for b in blocks)
-        result[f"{name}_over_plain"] = {"median_time_ratio": ratio, "cost_percent": 100 * (ratio - 1)}
+        result[name]["mfu"] = result[name]["tokens_per_s"] * flops_per_token / peak if peak else None
     g_r = statistics.median(g_r_seconds[1:])  # the first call also warms up the shapes of [1024, 2] chunks
     result["g_r"] = {"seconds": g_r, "all_seconds": g_r_seconds, "instances": len(instances),
                      "amortised_cost_percent": 100 * g_r / REFERENCE_INTERVAL / step_s,

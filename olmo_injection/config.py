@@ -14,7 +14,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import yaml
@@ -64,6 +64,20 @@ class ScheduleConfig:
 
     offset: int = 0
     """Gap mode: global batch index of the first injection batch."""
+
+    @property
+    def label(self) -> str:
+        """Short, file-name-safe label for run names and wandb groups: ``f2.441e-04`` (four significant
+        digits of the rate) or ``n10g10`` (``o3`` appended for an offset)."""
+        if self.mode == "frequency":
+            return f"f{self.instances_per_token:.3e}"
+        return f"n{self.n}g{self.gap}" + (f"o{self.offset}" if self.offset else "")
+
+    def as_mapping(self) -> Dict[str, Any]:
+        """The fields this mode reads, as a YAML ``schedule:`` mapping holds them."""
+        if self.mode == "frequency":
+            return {"mode": "frequency", "instances_per_token": self.instances_per_token}
+        return {"mode": "gap", "n": self.n, "gap": self.gap, "offset": self.offset}
 
 
 @dataclass

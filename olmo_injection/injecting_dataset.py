@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from .experiment import BadInputOnEveryRank
 from .hooks.base import TrainingHook
+from .rank_agreement import on_any_rank
 from .schedule import InjectionSchedule
 
 INJECTED_TASK = "injected_task"
@@ -158,8 +159,9 @@ class TokenIdCheck(TrainingHook):
 
     Data tokenized with another tokenizer would otherwise index past the embedding (a crash on the CPU, a
     device-side assert on a GPU) or train on ids no word has. One ``max`` over the device batch per step, and one
-    all-reduce of a flag so every rank stops at the same step; only when a rank finds one does it look up the
-    data file the row came from. ``BadInputOnEveryRank`` naming the file, the position and the id.
+    host-side all-reduce of a flag (``rank_agreement.on_any_rank``) so every rank stops at the same step; only
+    when a rank finds one does it look up the data file the row came from. ``BadInputOnEveryRank`` naming the
+    file, the position and the id.
     """
 
     def __init__(self, dataset: InjectingIterableDataset, vocab_size: int):
@@ -167,18 +169,14 @@ class TokenIdCheck(TrainingHook):
         self.vocab_size = vocab_size
 
     def pre_step(self, trainer, batch: Dict[str, Any]) -> None:
-        input_ids = batch["input_ids"]
-        found = bool(input_ids.max() >= self.vocab_size)
-        flag = torch.tensor(float(found), device=trainer.device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if not flag.item():
+        found = bool(batch["input_ids"].max() >= self.vocab_size)  # the batch is still on the host here
+        if not on_any_rank(found, trainer.flag_group):
             return
         mine = self._describe(batch) if found else None
         messages = [mine]
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            messages = [None] * dist.get_world_size()
-            dist.all_gather_object(messages, mine)
+        if trainer.flag_group is not None:
+            messages = [None] * dist.get_world_size(trainer.flag_group)
+            dist.all_gather_object(messages, mine, group=trainer.flag_group)
         raise BadInputOnEveryRank(next(m for m in messages if m is not None))
 
     def _describe(self, batch: Dict[str, Any]) -> str:

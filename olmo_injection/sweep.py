@@ -15,7 +15,7 @@ A sweep file::
       models: [4M, 20M]                # <model_dir>/<name>.yaml (model_dir defaults to ../models)
       tasks: [cmp]                     # a kind, a TaskConfig mapping, or a list of those injected together
       frequencies: [2.44140625e-4]     # frequency-mode schedules, instances per token
-      gaps: [1, 10, {n: 100, gap: 100}]  # gap-mode schedules: N means n = gap = N
+      gaps: [1, 10, {n: 100, gap: 100}]  # gap-mode schedules: N means n = gap = N (offset: O allowed)
       seeds: [6198]                    # sets ``seed`` and ``injection.seed``; data order stays on data.seed
       overrides: {max_duration: 50000} # dotted keys applied to every run
     slurm: {...}                       # read by the launcher (launch/), not here
@@ -38,7 +38,7 @@ from olmo.exceptions import OLMoConfigurationError
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import InjectionTrainConfig, register_config_resolvers, validate_config
+from .config import InjectionTrainConfig, ScheduleConfig, register_config_resolvers, validate_config
 from .task_kinds import task_kind
 
 SWEEP_KEYS = ("name", "base", "model_dir", "models", "tasks", "frequencies", "gaps", "seeds", "overrides")
@@ -47,36 +47,6 @@ TOP_LEVEL_KEYS = ("sweep", "slurm")
 RUN_CONFIG_FILE = "run.yaml"
 CHECKPOINT_DIR = "checkpoints"
 _NAME_OK = re.compile(r"^[A-Za-z0-9._+-]+$")
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """One value of the schedule axis: a frequency-mode or a gap-mode injection schedule."""
-
-    mode: str
-    """``frequency`` or ``gap`` (as ``ScheduleConfig.mode``)."""
-
-    instances_per_token: Optional[float] = None
-    """Frequency mode: injected instances per training token."""
-
-    n: Optional[int] = None
-    """Gap mode: instances in each injection batch."""
-
-    gap: Optional[int] = None
-    """Gap mode: global batches between two injection batches."""
-
-    @property
-    def tag(self) -> str:
-        """Short, file-name-safe label used in run names: ``f2.441e-04`` or ``n10g10``."""
-        if self.mode == "frequency":
-            return f"f{self.instances_per_token:.3e}"
-        return f"n{self.n}g{self.gap}"
-
-    def as_config(self) -> Dict[str, Any]:
-        """The ``schedule:`` mapping of a ``TaskConfig``."""
-        if self.mode == "frequency":
-            return {"mode": "frequency", "instances_per_token": self.instances_per_token}
-        return {"mode": "gap", "n": self.n, "gap": self.gap}
 
 
 @dataclass
@@ -98,7 +68,7 @@ class SweepConfig:
     tasks: Optional[List[List[Dict[str, Any]]]] = None
     """Task sets, each a list of ``TaskConfig`` mappings injected together; None keeps the base's tasks."""
 
-    schedules: Optional[List[Schedule]] = None
+    schedules: Optional[List[ScheduleConfig]] = None
     """Frequencies then gap settings; None keeps the schedules written in the tasks."""
 
     seeds: Optional[List[int]] = None
@@ -262,9 +232,9 @@ def _make_run(sweep, layered, index, runs_root, model, tasks, schedule, seed) ->
         if not injection.get("tasks"):
             raise ValueError(f"sweep {sweep.name!r}: frequencies/gaps given but the run has no injection.tasks")
         for task in injection["tasks"]:
-            task["schedule"] = schedule.as_config()
-        axes["schedule"] = schedule.tag
-        parts.append(schedule.tag)
+            task["schedule"] = schedule.as_mapping()
+        axes["schedule"] = schedule.label
+        parts.append(schedule.label)
     group = "-".join(parts)
     if seed is not None:
         if (cfg.get("data") or {}).get("seed") is None:
@@ -344,27 +314,30 @@ def _reject_interpolations(value: Any, where: str) -> None:
             _reject_interpolations(v, where)
 
 
-def _frequency(value, path) -> Schedule:
+def _frequency(value, path) -> ScheduleConfig:
     try:
         ipt = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{path}: sweep.frequencies entry {value!r}: must be a number (instances per token)")
     if not ipt > 0:
         raise ValueError(f"{path}: sweep.frequencies entry {value!r}: must be > 0 instances per token")
-    return Schedule(mode="frequency", instances_per_token=ipt)
+    return ScheduleConfig(mode="frequency", instances_per_token=ipt)
 
 
-def _gap(value, path) -> Schedule:
+def _gap(value, path) -> ScheduleConfig:
+    offset = 0
     if isinstance(value, dict):
-        unknown = sorted(set(value) - {"n", "gap"})
+        unknown = sorted(set(value) - {"n", "gap", "offset"})
         if unknown or "n" not in value or "gap" not in value:
-            raise ValueError(f"{path}: sweep.gaps entry {value!r}: write N (n = gap = N) or {{n: N, gap: G}}")
+            raise ValueError(
+                f"{path}: sweep.gaps entry {value!r}: write N (n = gap = N) or {{n: N, gap: G[, offset: O]}}")
         n, gap = _int(value["n"], "gaps", path), _int(value["gap"], "gaps", path)
+        offset = _int(value.get("offset", 0), "gaps", path)
     else:
         n = gap = _int(value, "gaps", path)
-    if n < 1 or gap < 1:
-        raise ValueError(f"{path}: sweep.gaps entry {value!r}: n and gap must be >= 1")
-    return Schedule(mode="gap", n=n, gap=gap)
+    if n < 1 or gap < 1 or offset < 0:
+        raise ValueError(f"{path}: sweep.gaps entry {value!r}: n and gap must be >= 1, offset >= 0")
+    return ScheduleConfig(mode="gap", n=n, gap=gap, offset=offset)
 
 
 def _task_set(value, path) -> List[Dict[str, Any]]:

@@ -14,7 +14,8 @@
 Any OLMo option (and our ``injection``/``task_eval`` sections) can be overridden as ``--dotted.key=value``.
 The same command resumes: with ``try_load_latest_save`` (on in our configs) a run restarts from the latest
 checkpoint in ``save_folder``, or from ``load_path``. SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 (SLURM's warning
-before a time limit) stop the run after the current step with a checkpoint; a second Ctrl-C aborts at once.
+before a time limit) stop the run with a checkpoint at the next cancel check (every ``canceled_check_interval``
+steps: 1 in the tiny configs, 10 in the default, 20 in the base config); a second Ctrl-C aborts at once.
 A save folder holds one experiment (``olmo_injection.experiment``): rerunning a finished run exits 0 without
 training; a changed config is refused unless ``--extend`` (a larger max_duration) or ``--allow_config_change``
 is given; ``run.lock`` keeps a second run out. Every logged metric also goes to ``<save_folder>/metrics.jsonl``.
@@ -286,7 +287,7 @@ def build_trainer(
     from .hooks.grad_interference import GradInterferenceHook
     from .hooks.progress import ProgressHook
     from .hooks.task_metrics import TaskMetricsHook
-    from .hooks.wandb_logging import count_model_params
+    from .model_ladder import count_model_params
     from .injecting_dataset import TokenIdCheck, build_injecting_train_dataloader
     from .schedule import InjectionSchedule
     from .tasks import olmo_tokenizer
@@ -336,7 +337,8 @@ def train(
     """
     from olmo.optim import BoltOnWarmupScheduler
 
-    from .hooks.wandb_logging import count_model_params, start_wandb_run
+    from .hooks.wandb_logging import start_wandb_run
+    from .model_ladder import count_model_params
     from .experiment import SaveFolderLock, decide_rerun, on_rank_zero, record_config_changes, settled_on_every_rank
     from .tasks import build_tasks, write_task_files
 
@@ -491,7 +493,7 @@ def run(
         if isinstance(exc, BadInputOnEveryRank) and dist.is_initialized():
             dist.barrier()  # no rank exits before rank 0 has printed
         return 2
-    except KeyboardInterrupt:  # the second Ctrl-C (the first one stops after the step, with a checkpoint)
+    except KeyboardInterrupt:  # the second Ctrl-C (the first one stops at the next cancel check, with a checkpoint)
         if rank_zero:
             print(f"{prog}: interrupted twice: stopped at once, without a checkpoint of the current step",
                   file=sys.stderr, flush=True)

@@ -8,8 +8,9 @@ The training loop stays OLMo's (``Trainer.fit``). The subclass overrides only th
 - ``model_forward``: ``on_micro_batch_forward`` with each *training* micro-batch's logits (evaluation forward
   passes go through the same method and are not reported);
 - ``eval``: ``on_eval`` after OLMo's own evaluators, merged into the evaluation metrics;
-- ``check_if_cancelled``: a stop requested by a signal (``request_stop``) ends the run, with a checkpoint,
-  after the current step; OLMo's own checks (time limit, wandb tag) keep their interval;
+- ``check_if_cancelled`` (OLMo asks every ``canceled_check_interval`` steps): a stop requested by a signal
+  (``request_stop``) on any rank ends the run there, with a checkpoint, on every rank; then OLMo's own checks
+  (time limit, wandb tag). One host-side all-reduce per check, none in the steps between;
 - ``trainer_state_dict``: works on a CPU-only torch (see ``olmo_patches.cuda_rng_state_without_cuda``);
 - ``save_checkpoint``: first makes the metrics record durable, so a checkpoint never outlives the metrics
   logged before it;
@@ -34,6 +35,7 @@ from olmo.train import Trainer
 from .hooks.base import Batch, Metrics, TrainingHook
 from .experiment import checkpoint_space_error
 from .metrics_record import MetricsRecord
+from .rank_agreement import flag_group, on_any_rank
 from .olmo_patches import cuda_rng_state_without_cuda
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class InjectionTrainer(Trainer):
     """Called in list order on every rank; see ``olmo_injection.hooks.base.TrainingHook``."""
 
     stop_reason: Optional[str] = None
-    """Set by ``request_stop`` (a signal handler); the run saves a checkpoint and ends after the current step."""
+    """Set by ``request_stop`` (a signal handler); the run saves a checkpoint and ends at the next cancel check."""
 
     step_metrics: Metrics = field(default_factory=dict)
     """Metrics of the step in progress, filled by OLMo and then by each hook's ``post_step`` in order, so a
@@ -54,29 +56,25 @@ class InjectionTrainer(Trainer):
     metrics_record: Optional[MetricsRecord] = None
     """Where every logged metric also goes (set on rank 0 once the trainer state is restored)."""
 
+    flag_group: Optional[dist.ProcessGroup] = None
+    """Group for host-side flags (``rank_agreement.flag_group``); set by ``__post_init__`` on every rank."""
+
     _in_training_forward: bool = field(default=False, init=False, repr=False)
     _unrecorded_step: Optional[Tuple[int, Metrics]] = field(default=None, init=False, repr=False)
-    _olmo_cancel_interval: int = field(default=1, init=False, repr=False)
 
     def __post_init__(self):
         super().__post_init__()
-        self._olmo_cancel_interval = self.cfg.canceled_check_interval
+        self.flag_group = flag_group()
 
     def request_stop(self, reason: str) -> None:
-        """Ask the run to save a checkpoint and stop after the current step (safe to call from a signal handler)."""
+        """Ask the run to save a checkpoint and stop at the next cancel check, i.e. after the next step that is a
+        multiple of ``canceled_check_interval`` (safe to call from a signal handler)."""
         self.stop_reason = reason
 
     def fit(self):
         for hook in self.hooks:
             hook.on_train_start(self)
-        # OLMo asks ``check_if_cancelled`` only every ``canceled_check_interval`` steps; a signal must be
-        # honoured after the step it arrives in, so during ``fit`` we are asked every step and keep OLMo's own
-        # interval for its checks. The config reads as loaded everywhere else (checkpoints save it).
-        self.cfg.canceled_check_interval = 1
-        try:
-            return super().fit()
-        finally:
-            self.cfg.canceled_check_interval = self._olmo_cancel_interval
+        return super().fit()
 
     def train_step(self, batch: Batch, reduce_global_loss: bool = True) -> Dict[str, float]:
         self._record_finished_step()
@@ -127,31 +125,21 @@ class InjectionTrainer(Trainer):
         self._record_finished_step()
         if self.metrics_record is not None:
             self.metrics_record.sync()
-        during_fit, self.cfg.canceled_check_interval = self.cfg.canceled_check_interval, self._olmo_cancel_interval
         try:
-            return super().save_checkpoint(checkpoint_type)  # writes the config into the checkpoint: as loaded
+            return super().save_checkpoint(checkpoint_type)
         except (OSError, RuntimeError) as exc:  # a full disk: one line, and no partial checkpoint left behind
             error = checkpoint_space_error(self.cfg.save_folder, self.global_step, exc)
             if error is None:
                 raise
             raise error from exc
-        finally:
-            self.cfg.canceled_check_interval = during_fit
 
     def check_if_cancelled(self) -> Tuple[bool, int]:
-        if self._stop_requested_on_any_rank():
-            log.warning("Stopping at step %d (%s); saving a checkpoint", self.global_step, self.stop_reason or "signal on another rank")
+        # A signal may reach only some ranks (srun and torchrun forward it to all; a kill of one process does not).
+        if on_any_rank(self.stop_reason is not None, self.flag_group):
+            log.warning("Stopping at step %d (%s); saving a checkpoint", self.global_step,
+                        self.stop_reason or "signal on another rank")
             return True, 0
-        if self.global_step % self._olmo_cancel_interval == 0:
-            return super().check_if_cancelled()
-        return False, 0
-
-    def _stop_requested_on_any_rank(self) -> bool:
-        # A signal may reach only some ranks (e.g. Ctrl-C under torchrun reaches all, scancel may not).
-        flag = torch.tensor(float(self.stop_reason is not None), device=self.device)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return super().check_if_cancelled()
 
     def trainer_state_dict(self) -> Dict[str, Any]:
         with cuda_rng_state_without_cuda():

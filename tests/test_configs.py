@@ -11,6 +11,7 @@ from olmo.model import OLMo
 from omegaconf import OmegaConf
 
 from olmo_injection.config import InjectionTrainConfig
+from olmo_injection.model_ladder import MODEL_LADDER
 from olmo_injection.sweep import compose, expand_sweep, load_sweep
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -19,14 +20,7 @@ DOLMA = CONFIGS / "base" / "dolma_v1_7.yaml"
 ALL_YAML = sorted(CONFIGS.rglob("*.yaml"))
 SWEEPS = [p for p in ALL_YAML if "sweep" in (OmegaConf.load(p) or {})]
 
-# Table 2 of the paper (docs/science.md#model-ladder): name -> (parameters, layers, d_model, MLP hidden, heads).
-LADDER = {
-    "4M": (6_963_200, 8, 64, 512, 8),
-    "20M": (28_753_920, 16, 192, 1_536, 8),
-    "300M": (371_458_048, 16, 1_024, 8_192, 16),
-    "1B": (1_279_787_008, 16, 2_048, 16_384, 16),
-    "4B": (4_707_057_664, 16, 4_096, 32_768, 32),
-}
+LADDER = {size.name: size for size in MODEL_LADDER}
 
 
 @pytest.mark.parametrize("path", [p for p in ALL_YAML if p not in SWEEPS], ids=lambda p: str(p.relative_to(CONFIGS)))
@@ -51,7 +45,8 @@ def test_model_files_hold_only_the_size():
 
 @pytest.mark.parametrize("size", list(LADDER))
 def test_model_ladder_has_the_papers_exact_parameter_counts(size):
-    params, layers, d_model, hidden, heads = LADDER[size]
+    params, layers, d_model, hidden, heads = (getattr(LADDER[size], f) for f in (
+        "parameters", "n_layers", "d_model", "mlp_hidden_size", "n_heads"))
     cfg = ModelConfig.new(**compose([BASE, CONFIGS / "models" / f"{size}.yaml"])["model"])
     assert (cfg.n_layers, cfg.d_model, cfg.mlp_hidden_size, cfg.n_heads) == (layers, d_model, hidden, heads)
     assert cfg.init_device == "meta"  # the sizes are built without memory, as FSDP does

@@ -70,17 +70,22 @@ def test_upstream_cancel_check_and_forward_call_sites():
     assert "isinstance(value, torch.Tensor)" in inspect.getsource(Trainer.split_batch)
 
 
-def test_saved_configs_read_as_loaded(tmp_path):
-    """The trainer asks for a cancel check every step only while ``fit`` runs; no saved config records that."""
+def test_a_signal_stops_the_run_at_the_next_cancel_check_and_configs_read_as_loaded(tmp_path):
+    """A stop is agreed at OLMo's own cancel checks only (no reduction in the steps between), and the trainer
+    leaves the config as loaded: every saved config.yaml has the interval the user asked for."""
+    import signal
+
     import yaml
 
     from olmo_injection.train import load_config, train
+    from test_train import SignalAtStep
 
-    cfg = load_config("configs/tiny.yaml", [f"save_folder={tmp_path}", "max_duration=2", "save_interval=1",
-                                            "wandb=null"])
-    loaded = cfg.canceled_check_interval
-    assert loaded != 1
-    train(cfg)
-    assert cfg.canceled_check_interval == loaded
+    cfg = load_config("configs/tiny.yaml", [f"save_folder={tmp_path}", "max_duration=8", "save_interval=100",
+                                            "save_interval_unsharded=100", "eval_interval=100",
+                                            "canceled_check_interval=3", "wandb=null"])
+    result = train(cfg, extra_hooks=[SignalAtStep(4, signal.SIGTERM)])
+    assert result.stopped_by_signal == signal.SIGTERM and result.final_step == 6  # the check after step 4
+    assert cfg.canceled_check_interval == 3
     for saved in [tmp_path / "config.yaml", *tmp_path.glob("step*/config.yaml")]:
-        assert yaml.safe_load(saved.read_text())["canceled_check_interval"] == loaded, saved
+        assert yaml.safe_load(saved.read_text())["canceled_check_interval"] == 3, saved
+    assert (tmp_path / "step6-unsharded").is_dir()

@@ -104,8 +104,8 @@ class GradInterferenceHook(TrainingHook):
             return
         if self.reference_step is None or step - self.reference_step >= self.cfg.reference_interval:
             self.reference = task_reference_gradient(
-                self._reference_model(trainer), self.instances, self.neurons, batch_size=self.cfg.reference_batch_size,
-                autocast_dtype=self._autocast_dtype(trainer),
+                reference_model(trainer), self.instances, self.neurons, batch_size=self.cfg.reference_batch_size,
+                autocast_dtype=training_autocast_dtype(trainer),
             )  # fmt: skip
             self.reference_step = step
         mask = task_positions(batch, self.task_index)
@@ -144,11 +144,11 @@ class GradInterferenceHook(TrainingHook):
 
     def _select(self, trainer: "InjectionTrainer", step: int) -> None:
         ids, norms, reference = select_task_neurons(
-            self._reference_model(trainer),
+            reference_model(trainer),
             self.instances,
             self.cfg.num_task_neurons,
             batch_size=self.cfg.reference_batch_size,
-            autocast_dtype=self._autocast_dtype(trainer),
+            autocast_dtype=training_autocast_dtype(trainer),
         )
         self.neurons, self.reference, self.reference_step = ids, reference, step
         chosen = TaskNeurons(
@@ -166,16 +166,17 @@ class GradInterferenceHook(TrainingHook):
         if get_global_rank() == 0:  # every rank holds the same neurons (g_r is reduced over ranks)
             save_task_neurons(chosen, task_neurons_path(trainer.cfg.save_folder, self.task.name))
 
-    @staticmethod
-    def _reference_model(trainer: "InjectionTrainer"):
-        # Under DDP the bare module, so DDP's reducer never sees a backward pass it did not start; under FSDP the
-        # wrapper, which gathers the sharded parameters for the forward pass and needs its own backward hooks
-        # (task_reference_gradient; tests/test_grad_decomposition_fsdp.py, and tests/gpu on CUDA).
-        if trainer.cfg.distributed_strategy == DistributedStrategy.fsdp:
-            return trainer.dist_model
-        return trainer.model
 
-    @staticmethod
-    def _autocast_dtype(trainer: "InjectionTrainer") -> Optional[torch.dtype]:
-        # OLMo autocasts the training forward on CUDA only (``torch.autocast("cuda", ...)``); match it.
-        return trainer.cfg.autocast_precision if trainer.device.type == "cuda" else None
+def reference_model(trainer) -> torch.nn.Module:
+    """The module task reference gradients are taken through: under DDP the bare module, so DDP's reducer never
+    sees a backward pass it did not start; under FSDP the wrapper, which gathers the sharded parameters for the
+    forward pass and needs its own backward hooks (tests/test_grad_decomposition_fsdp.py, and tests/gpu)."""
+    if trainer.cfg.distributed_strategy == DistributedStrategy.fsdp:
+        return trainer.dist_model
+    return trainer.model
+
+
+def training_autocast_dtype(trainer) -> Optional[torch.dtype]:
+    """The dtype OLMo autocasts the training forward to: ``autocast_precision`` on CUDA, none elsewhere (OLMo
+    enters ``torch.autocast("cuda", ...)``)."""
+    return trainer.cfg.autocast_precision if trainer.device.type == "cuda" else None

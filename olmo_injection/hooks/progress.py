@@ -34,6 +34,7 @@ class ProgressHook(TrainingHook):
     def on_train_start(self, trainer: "InjectionTrainer") -> None:
         if not self.enabled:
             return
+        self.close(trainer)  # a second ``fit`` on the same trainer starts a fresh bar
         interactive = sys.stderr.isatty()
         self.bar = tqdm(
             total=trainer.max_steps,

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 from urllib.parse import urlparse
 
+from ..model_ladder import model_size_name
+
 if TYPE_CHECKING:
     from ..config import InjectionTrainConfig
 
@@ -39,9 +41,6 @@ RUN_ID_FILE = "wandb_run_id"
 INIT_TIMEOUT_S = 10.0
 """How long wandb may take to start before the run goes on without it (wandb's own default is 90 s)."""
 
-# docs/science.md#model-ladder (the paper's Table 2): exact parameter counts of the paper's models.
-MODEL_SIZES = {6_963_200: "4M", 28_753_920: "20M", 371_458_048: "300M", 1_279_787_008: "1B", 4_707_057_664: "4B"}
-
 
 @dataclass(frozen=True)
 class RunIdentity:
@@ -51,34 +50,11 @@ class RunIdentity:
     tags: List[str]
 
 
-def count_model_params(model_config) -> int:
-    """Parameters of the OLMo model ``model_config`` (an ``olmo.config.ModelConfig``) describes, counted by OLMo's
-    ``num_params()`` on the meta device (no memory, no initialisation); the same before and after FSDP shards it."""
-    from dataclasses import replace
-
-    from olmo.model import OLMo
-
-    return OLMo(replace(model_config, init_device="meta"), init_params=False).num_params()
-
-
-def model_size_name(num_params: int) -> str:
-    """The paper's name of a model size (``4M``) for an exact Table-2 count, else e.g. ``0.41M``."""
-    if num_params in MODEL_SIZES:
-        return MODEL_SIZES[num_params]
-    return f"{num_params / 1e6:.3g}M" if num_params < 1e9 else f"{num_params / 1e9:.3g}B"
-
-
-def _schedule_label(schedule) -> str:
-    if schedule.mode == "frequency":
-        return f"f{schedule.instances_per_token:.1e}"
-    return f"n{schedule.n}g{schedule.gap}" + (f"o{schedule.offset}" if schedule.offset else "")
-
-
 def run_identity(cfg: "InjectionTrainConfig", num_params: int) -> RunIdentity:
     """Project, group, name and tags of a run (see the module docstring); set fields of ``cfg.wandb`` win."""
     size = model_size_name(num_params)
     tasks = cfg.injection.tasks
-    task_part = "_".join(f"{t.name}-{_schedule_label(t.schedule)}" for t in tasks) or "plain"
+    task_part = "_".join(f"{t.name}-{t.schedule.label}" for t in tasks) or "plain"
     tags = [f"model:{size}", f"seed:{cfg.seed}"]
     for t in tasks:
         tags.append(f"task:{t.name}")

@@ -10,7 +10,6 @@ import pytest
 
 from olmo_injection.config import InjectionTrainConfig
 from olmo_injection.hooks.wandb_logging import (
-    model_size_name,
     persistent_run_id,
     start_wandb_run,
     run_identity,
@@ -30,17 +29,11 @@ def no_wandb_env(monkeypatch, tmp_path):
     return netrc_file
 
 
-def test_model_size_names_follow_spec_table():
-    assert model_size_name(6_963_200) == "4M"
-    assert model_size_name(371_458_048) == "300M"
-    assert model_size_name(403_712) == "0.404M"
-
-
 def test_identity_of_the_default_config_groups_by_everything_but_the_seed():
     cfg = InjectionTrainConfig.load(CONFIGS / "default.yaml", ["seed=7"], validate_paths=False)
     identity = run_identity(cfg, 6_963_200)
     assert identity.project == "olmo-injection"
-    assert identity.group == "4M-cmp_frequent-f7.8e-03_cmp_rare-f7.8e-04_cmp_rarest-f7.8e-05"
+    assert identity.group == "4M-cmp_frequent-f7.800e-03_cmp_rare-f7.800e-04_cmp_rarest-f7.800e-05"
     assert identity.name == identity.group + "-s7"
     assert {"model:4M", "seed:7", "task:cmp_frequent", "task:cmp_rarest", "freq:7.8e-05"} <= set(identity.tags)
     other_seed = run_identity(InjectionTrainConfig.load(CONFIGS / "default.yaml", ["seed=8"], validate_paths=False), 6_963_200)

@@ -63,7 +63,7 @@ def test_run_config_composes_base_model_tasks_schedule_seed_and_naming(tmp_path)
     assert cfg["model"]["max_sequence_length"] == 32  # the rest of the model section is the base's
     assert [t["name"] for t in cfg["injection"]["tasks"]] == ["cmp", "add7"]
     assert cfg["injection"]["tasks"][1]["seed"] == 7
-    assert all(t["schedule"] == {"mode": "gap", "n": 3, "gap": 4} for t in cfg["injection"]["tasks"])
+    assert all(t["schedule"] == {"mode": "gap", "n": 3, "gap": 4, "offset": 0} for t in cfg["injection"]["tasks"])
     assert cfg["seed"] == 11 and cfg["injection"]["seed"] == 11
     assert cfg["max_duration"] == 3 and cfg["task_eval"]["batch_size"] == 16
     assert cfg["run_name"] == run.name
