@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from olmo.model import OLMo, OLMoBlock
 from olmo.torch_util import get_global_rank, get_world_size
-from olmo.train import cross_entropy_loss
+from olmo.train import Trainer, cross_entropy_loss
 
 from . import metric_names as mn
 from .injecting_dataset import INJECTED_TASK, task_token_mask
@@ -317,15 +317,10 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
 
 
 def olmo_labels(batch: Dict[str, Any]) -> torch.Tensor:
-    """OLMo's training labels (``Trainer.get_labels``): input ids shifted left, masked positions -100."""
-    labels = batch["input_ids"].clone()
-    if batch.get("label_mask") is not None:
-        labels.masked_fill_(~batch["label_mask"], -100)
-    if batch.get("attention_mask") is not None:
-        labels.masked_fill_(batch["attention_mask"] == 0.0, -100)
-    if batch.get("instance_mask") is not None:
-        labels.masked_fill_(~batch["instance_mask"].unsqueeze(-1), value=-100)
-    return labels[..., 1:].contiguous()
+    """OLMo's training labels: input ids shifted left, masked positions -100. Computed by OLMo's own
+    ``Trainer.get_labels``, which reads no trainer state (pinned in tests/test_grad_decomposition.py), so the
+    offline analyses that have no trainer use the same rule as training."""
+    return Trainer.get_labels(None, batch)  # type: ignore[arg-type]
 
 
 def olmo_micro_batch_loss(
