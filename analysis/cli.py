@@ -253,7 +253,8 @@ def register(subparsers) -> None:
     checkpoint_command("das", "distributed alignment search (pyvene) for a cmp task", _das, DasConfig)
     checkpoint_command("probe", "order-value probe R^2 on top PCs (feature presence) + Fig. 7", _probe,
                        FeaturePresenceConfig)
-    checkpoint_command("fourier", "Fourier modes of an add task's residual streams", _fourier, FourierConfig)
+    checkpoint_command("fourier", "Fourier modes of a modular task's residual streams (e.g. add)", _fourier,
+                       FourierConfig)
     checkpoint_command("localise", "MLP-layer ablations and first-layer task neurons", _localise,
                        LocalisationConfig)
 

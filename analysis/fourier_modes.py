@@ -1,6 +1,8 @@
-"""Fourier modes of T_ADD representations: how many frequencies of c = (a + b) mod P the residual stream uses.
+"""Fourier modes of a modular task's representations: how many frequencies of its label c (for T_ADD,
+c = (a + b) mod P) the residual stream uses. It applies to the kinds that declare it (``TaskKind.analyses``);
+the classes are always the kind's own labels of (a, b), so a kind over the same group Z_P needs nothing here.
 
-Per residual (layer), the class means ``M[c] = mean of the residual over instances with (a + b) mod P = c`` are
+Per residual (layer), the class means ``M[c] = mean of the residual over instances with label c`` are
 row-centred (the mean over classes is removed) and projected onto an orthonormal real Fourier basis over c.
 Frequency k's share of variance is the squared norm of its projection over the total. A uniform (isotropic)
 spread gives frequency k the share ``n_k / (P - 1)``, where ``n_k`` is its number of basis vectors (2, or 1 for
@@ -13,7 +15,8 @@ is about the square of the (random) spectrum of the embedding table over the val
 frequencies exceed tau x uniform by chance (33 "modes" at tau = 3 in a 64-wide model at chance). Permuting the
 rows of the class-mean matrix does not reproduce that tail; relabelling the *values* does. So a frequency counts
 as a mode only against a value-relabelling null of the same layer: the values are relabelled by a random
-permutation sigma (classes ``(sigma(a) + sigma(b)) mod P``, the same residuals), and k is a mode when its share /
+permutation sigma (classes: the label of (sigma(a), sigma(b)), e.g. ``(sigma(a) + sigma(b)) mod P``; the same
+residuals), and k is a mode when its share /
 uniform share exceeds the ``null_level`` quantile, over ``null_permutations`` relabellings, of the *largest*
 such ratio over all frequencies. At initialisation the token of each value is random, so the true labelling is
 itself a draw from this null: a layer without learned structure shows a mode with probability
@@ -25,17 +28,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from math import factorial
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 from olmo.model import OLMo
 
-from olmo_injection.task_kinds import require_analysis
+from olmo_injection.task_kinds import require_analysis, task_kind
 from olmo_injection.tasks import Task
 
 from .residual_stream import residual_streams
 from .task_prompts import LABEL_POSITION, prompt_ids
+
+LabelRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(a, b) arrays -> the task's class of each pair."""
 
 
 @dataclass
@@ -125,12 +131,13 @@ def share_ratios(class_means: np.ndarray) -> np.ndarray:
     return frequency_shares(class_means) / uniform_shares(class_means.shape[0])
 
 
-def relabelling_null(features: Dict[str, np.ndarray], values: np.ndarray, modulus: int, num_permutations: int,
-                     rng: np.random.Generator) -> Dict[str, np.ndarray]:
+def relabelling_null(features: Dict[str, np.ndarray], values: np.ndarray, label_index: LabelRule, modulus: int,
+                     num_permutations: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
     """Per residual, [num_permutations] largest share ratio over frequencies with the values relabelled.
 
-    ``features`` maps a residual's name to its [n, d] features; ``values`` [n, 2] are each instance's (a, b).
-    One relabelling serves every residual (their features are averaged per class together).
+    ``features`` maps a residual's name to its [n, d] features; ``values`` [n, 2] are each instance's (a, b);
+    ``label_index(a, b)`` is the task's class of each pair, in 0..modulus-1. One relabelling serves every
+    residual (their features are averaged per class together).
     """
     names = list(features)
     widths = np.cumsum([0] + [features[name].shape[1] for name in names])
@@ -139,7 +146,7 @@ def relabelling_null(features: Dict[str, np.ndarray], values: np.ndarray, modulu
     num_values = int(values.max()) + 1
     for i in range(num_permutations):
         sigma = rng.permutation(num_values)
-        means = class_means(stacked, (sigma[values[:, 0]] + sigma[values[:, 1]]) % modulus, modulus)
+        means = class_means(stacked, label_index(sigma[values[:, 0]], sigma[values[:, 1]]), modulus)
         for j, name in enumerate(names):
             null[name][i] = share_ratios(means[:, widths[j] : widths[j + 1]]).max()
     return null
@@ -183,10 +190,15 @@ def fourier_modes(model: OLMo, task: Task, cfg: FourierConfig) -> Dict:
     bad = [r for r in chosen if not 0 <= r < residuals.shape[0]]
     if bad:
         raise ValueError(f"residuals={cfg.residuals}: indices {bad} outside 0..{residuals.shape[0] - 1}")
-    classes = task.values.sum(axis=1) % task.modulus
+    kind = task_kind(task.kind)
+
+    def label_index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return kind.label_index(a, b, task.modulus)
+
     features = {str(r): residuals[r].numpy().astype(np.float64) for r in chosen}
-    null = relabelling_null(features, task.values, task.modulus, cfg.null_permutations, np.random.default_rng(cfg.seed))
-    per_residual = {name: modes_against_null(class_means(x, classes, task.modulus), null[name], cfg)
+    null = relabelling_null(features, task.values, label_index, task.modulus, cfg.null_permutations,
+                            np.random.default_rng(cfg.seed))
+    per_residual = {name: modes_against_null(class_means(x, task.label_index, task.modulus), null[name], cfg)
                     for name, x in features.items()}
     return {
         "total_modes": sum(len(v["modes"]) for v in per_residual.values()),

@@ -39,7 +39,7 @@ def _tasks(run: RunLog) -> List[Dict[str, Any]]:
 
 def chance_accuracy(task: Dict[str, Any]) -> float:
     """Accuracy of guessing among the task's labels (a task mapping of a run's config.yaml): one over the number
-    of labels its kind gives it (cmp: 2; add, mul: the modulus, which defaults to the number of values)."""
+    of labels its kind gives it (cmp: 2; a kind with a modulus: the modulus, which defaults to the number of values)."""
     kind = task_kind(task.get("kind", "cmp"))
     num_values = int(task.get("num_values") or 100)
     return 1.0 / kind.num_labels(num_values, kind.modulus(num_values, task.get("modulus")))

@@ -88,15 +88,15 @@ class TaskConfig:
     """Short name used in metric keys (``task/<name>/...``) and file names."""
 
     kind: str = "cmp"
-    """A registered task kind (``olmo_injection.task_kinds``): ``cmp`` (is v(TOK1) < v(TOK2)?, two label
-    tokens), ``add`` ((v(TOK1) + v(TOK2)) mod modulus), ``mul`` ((v(TOK1) * v(TOK2)) mod modulus), or a plug-in's."""
+    """A registered task kind (``olmo_injection.task_kinds``: the library's own and any plug-in's), e.g. ``cmp``
+    (is v(TOK1) < v(TOK2)?, two label tokens) or ``add`` ((v(TOK1) + v(TOK2)) mod modulus)."""
 
     num_values: int = 100
     """Number of word tokens; their values are 0..num_values-1, giving num_values**2 instances."""
 
     modulus: Optional[int] = None
-    """Kinds that take one (``add``, ``mul``): the modulus; defaults to ``num_values`` and may not exceed it
-    (labels are value tokens)."""
+    """Kinds that take one (``TaskKind.takes_modulus``, e.g. ``add``): the modulus; defaults to ``num_values``
+    and may not exceed it (labels are value tokens)."""
 
     seed: int = 0
     """Seeds the word choice, the bijection to values, the label tokens and the train/test split."""

@@ -8,8 +8,9 @@ kind's natural-text reference prompts (``olmo_injection.task_kinds``) are built 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 
@@ -31,6 +32,15 @@ def number_tokens(tokenizer, count: int) -> torch.Tensor:
             raise ValueError(f"reference prompts: ' {n}' is {len(encoded)} tokens in this tokenizer, must be 1")
         ids.append(encoded[0])
     return torch.tensor(ids, dtype=torch.long)
+
+
+def number_pairs(max_value: int, num_pairs: Optional[int], seed: int) -> np.ndarray:
+    """[n, 2] pairs (x, y) with x, y < ``max_value``: all of them, or a seeded subset of ``num_pairs``."""
+    pairs = np.stack(np.meshgrid(np.arange(max_value), np.arange(max_value), indexing="ij"), -1).reshape(-1, 2)
+    if num_pairs is not None and num_pairs < len(pairs):
+        rng = np.random.Generator(np.random.PCG64([seed, 1]))
+        pairs = pairs[np.sort(rng.choice(len(pairs), size=num_pairs, replace=False))]
+    return pairs
 
 
 def encode_prompts(tokenizer, texts: Sequence[str]) -> torch.Tensor:

@@ -50,9 +50,9 @@ class Task:
     kind: str
     word_tokens: np.ndarray  # [V] token id of each value, in value order
     word_strings: List[str]  # [V] decoded word of each value
-    label_tokens: np.ndarray  # [L] the possible LABEL tokens (cmp: [true, false]; add, mul: value tokens 0..P-1)
+    label_tokens: np.ndarray  # [L] the possible LABEL tokens (cmp: [true, false]; a kind with a modulus: value tokens 0..P-1)
     label_strings: List[str]
-    modulus: int  # P for kinds that take one (add, mul), else 0
+    modulus: int  # P for kinds that take one (TaskKind.takes_modulus), else 0
     is_train: np.ndarray  # [V*V] bool
     seed: int
 

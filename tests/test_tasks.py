@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from olmo_injection.config import InjectionConfig, TaskConfig
+from olmo_injection.task_kinds import task_kind_names
 from olmo_injection.tasks import (
     EOS_TOKEN_ID,
     build_task,
@@ -99,7 +100,7 @@ def test_configured_tokens_modulus_and_sizes():
 @pytest.mark.parametrize(
     "cfg, match",
     [
-        (TaskConfig(kind="div"), "kind='div': unknown task kind; allowed: cmp, add, mul"),
+        (TaskConfig(kind="div"), f"kind='div': unknown task kind; allowed: {', '.join(task_kind_names())}"),
         (TaskConfig(kind="cmp", modulus=5), "'cmp' tasks take no modulus"),
         (TaskConfig(kind="add", label_tokens=[5, 6]), "take no label_tokens"),
         (TaskConfig(kind="add", modulus=101), "modulus=101"),

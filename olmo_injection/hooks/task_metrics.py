@@ -18,9 +18,9 @@ Natural-text reference prompts (docs/science.md#measurements): each task kind de
 (``TaskKind.reference_prompts`` in ``olmo_injection.task_kinds``), scored with the next-token distribution after
 the prompt, numbers being the single tokens ``" 0"``, ``" 1"``, ... of the OLMo tokenizer: ``acc`` = the argmax
 over the kind's candidate numbers is a right continuation, ``acc_vocab`` = the argmax over the whole vocabulary
-is one, ``loss`` = -log of the total probability of the right continuations. For ``cmp``, "it has increased
-from {x} to" (right: the numbers above x); for ``add``, "{x} + {y} =" (right: x + y); for ``mul``,
-"{x} * {y} =" (right: x * y).
+is one, ``loss`` = -log of the total probability of the right continuations. For example ``cmp`` asks "it has
+increased from {x} to" (right: the numbers above x) and ``add`` "{x} + {y} =" (right: x + y); each kind's module
+says what it asks.
 
 Keys: ``task/<name>/ref/{loss,acc,acc_vocab}``. Every rank evaluates every prompt (identical results, no
 reduction; FSDP needs every rank in every forward pass anyway).

@@ -1,5 +1,5 @@
-"""The registry of task kinds: the library's own (``cmp``, ``add``, ``mul``) and any a package adds through
-the entry point group ``olmo_injection.task_kinds``. See ``base.TaskKind`` for what a kind declares.
+"""The registry of task kinds: the library's own (``BUILTIN_KINDS``, one module each) and any a package adds
+through the entry point group ``olmo_injection.task_kinds``. See ``base.TaskKind`` for what a kind declares.
 
     from olmo_injection.task_kinds import task_kind
     task_kind("add").label_index(v1, v2, modulus)

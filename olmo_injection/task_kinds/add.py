@@ -8,17 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..prompt_sets import PromptSet, encode_prompts, number_tokens
+from ..prompt_sets import PromptSet, encode_prompts, number_pairs, number_tokens
 from .base import TaskKind
-
-
-def number_pairs(max_value: int, num_pairs: Optional[int], seed: int) -> np.ndarray:
-    """[n, 2] pairs (x, y) with x, y < ``max_value``: all of them, or a seeded subset of ``num_pairs``."""
-    pairs = np.stack(np.meshgrid(np.arange(max_value), np.arange(max_value), indexing="ij"), -1).reshape(-1, 2)
-    if num_pairs is not None and num_pairs < len(pairs):
-        rng = np.random.Generator(np.random.PCG64([seed, 1]))
-        pairs = pairs[np.sort(rng.choice(len(pairs), size=num_pairs, replace=False))]
-    return pairs
 
 
 class AdditionKind(TaskKind):

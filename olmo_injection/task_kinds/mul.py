@@ -15,8 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..prompt_sets import PromptSet, encode_prompts, number_tokens
-from .add import number_pairs
+from ..prompt_sets import PromptSet, encode_prompts, number_pairs, number_tokens
 from .base import TaskKind
 
 MAX_REFERENCE_VALUE = 15

@@ -7,6 +7,7 @@ import torch
 from olmo.config import ModelConfig
 from olmo.model import OLMo
 
+from olmo_injection.task_kinds import task_kind
 from olmo_injection.tasks import Task
 
 VOCAB = 128
@@ -32,7 +33,7 @@ def synthetic_task(kind: str, num_values: int, seed: int = 0) -> Task:
     is_train[np.random.default_rng(seed).permutation(num_values**2)[: num_values**2 // 2]] = True
     return Task(
         name=kind, kind=kind, word_tokens=words, word_strings=[f" w{v}" for v in words],
-        label_tokens=labels, label_strings=[f" l{t}" for t in labels], modulus=num_values if kind == "add" else 0,
+        label_tokens=labels, label_strings=[f" l{t}" for t in labels], modulus=task_kind(kind).modulus(num_values, None),
         is_train=is_train, seed=seed,
     )
 

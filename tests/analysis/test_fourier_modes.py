@@ -51,7 +51,8 @@ def _grid_features(num_values: int, column_of_a_and_b, seed: int = 0):
 
 
 def _against_null(features, values, modulus, cfg=FourierConfig()):
-    null = relabelling_null({"x": features}, values, modulus, cfg.null_permutations, np.random.default_rng(1))
+    null = relabelling_null({"x": features}, values, lambda a, b: (a + b) % modulus, modulus, cfg.null_permutations,
+                            np.random.default_rng(1))
     return modes_against_null(class_means(features, values.sum(axis=1) % modulus, modulus), null["x"], cfg)
 
 
