@@ -27,6 +27,11 @@ REFERENCE = "ref"
 # OLMo's own keys that analysis reads.
 LM_TRAIN_LOSS = "train/CrossEntropyLoss"
 
+TRAINING_NAMESPACES = ("train/", "task/", "grad/")
+"""What training computes from the stream: OLMo's ``train/`` and the hooks' namespaces (a hook that adds one
+adds it here). Two runs of the same stream and seed agree on these; ``eval/`` (OLMo's LM evaluators) and the
+speed and system metrics are apart."""
+
 # Gradient interference on task neurons (per step).
 GRAD_COS_G_REF = "grad/cos_g_ref"
 GRAD_COS_T_REF = "grad/cos_t_ref"

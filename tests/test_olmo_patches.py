@@ -31,6 +31,7 @@ from olmo.checkpoint import LocalShardedCheckpointer, build_sharded_checkpointer
 from olmo.model import OLMo
 from olmo.optim import AdamW, build_optimizer
 from olmo.torch_util import seed_all
+from olmo_injection import metric_names as mn
 from olmo_injection.hooks.base import TrainingHook
 from olmo_injection.olmo_patches import (
     REPLACED_UPSTREAM,
@@ -251,7 +252,7 @@ def test_two_rank_fsdp_run_stopped_by_sigterm_resumes_to_identical_losses(tmp_pa
         compared = 0
         for step, row in reference.items():
             for key, value in row.items():
-                if key.startswith(("train/", "task/", "eval/")):
+                if key.startswith((*mn.TRAINING_NAMESPACES, "eval/")):
                     assert resumed[step][key] == value, (checkpointer, step, key)
                     compared += 1
         assert compared > 10 * STEPS

@@ -181,7 +181,7 @@ def test_run_stopped_by_sigterm_resumes_to_the_same_metrics(reference_run, tmp_p
     assert sorted(resumed) == sorted(reference)
     for step, row in reference.items():
         for key, value in row.items():
-            if key.startswith(("train/", "task/", "eval/")):
+            if key.startswith((*mn.TRAINING_NAMESPACES, "eval/")):
                 assert resumed[step][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (step, key)
 
 
@@ -198,7 +198,7 @@ def test_two_process_torchrun_sees_the_same_instances_and_losses(reference_run, 
     for step in range(1, stop + 1):
         for key, value in two[step].items():
             # OLMo's validation evaluator shards its subset by rank, so only the training and task metrics compare.
-            if key.startswith(("train/", "task/")):
+            if key.startswith(mn.TRAINING_NAMESPACES):
                 assert value == pytest.approx(reference[step][key], rel=1e-4), (step, key)
     assert mn.task_key("cmp", mn.TEST_SPLIT, mn.LOSS) in two[stop]
 

@@ -35,7 +35,6 @@ GPU_RUN = [
     "max_grad_norm=null",  # the probe compares with .grad after the step; clipping would have scaled it
 ]  # fmt: skip
 BF16_REL = 2e-2
-TRAINING_KEYS = ("train/", "task/")
 
 
 def gpu_run(save_folder: Path, *overrides: str):
@@ -85,7 +84,7 @@ def test_fsdp_bf16_run_stopped_by_sigterm_resumes_to_the_same_losses(fsdp_run, t
     assert sorted(got) == sorted(expected)
     for step, row in expected.items():
         for key, value in row.items():
-            if key.startswith(TRAINING_KEYS + ("eval/", "grad/")) and isinstance(value, float):
+            if key.startswith((*mn.TRAINING_NAMESPACES, "eval/")) and isinstance(value, float):
                 # A restarted process may pick other GEMM/SDPA kernels (another summation order); a wrong data
                 # position, RNG or optimizer state would move the losses by far more than this.
                 assert got[step][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key)

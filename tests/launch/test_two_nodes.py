@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from launch_testing import JOB_WAIT_S, preempt, run_log, stop_step_of_preempted_run, submit_tiny_run, wait_until_done
+from olmo_injection import metric_names as mn
 from olmo_injection.metrics_record import read_metrics_record
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -77,7 +78,7 @@ def compared_keys(row: dict) -> List[str]:
     """Training loss and every per-task metric; not OLMo's LM evaluator, whose subset is sharded by rank, nor
     the perplexity, which is exp(loss) and adds nothing."""
     return [k for k, v in row.items()
-            if k.startswith(("train/", "task/")) and not k.endswith("Perplexity") and isinstance(v, float)]
+            if k.startswith(mn.TRAINING_NAMESPACES) and not k.endswith("Perplexity") and isinstance(v, float)]
 
 
 @pytest.fixture(scope="module")
