@@ -75,6 +75,8 @@ def build_arm(name: str, cfg, tasks: Sequence, device, neurons_file: Path = None
 
     from olmo_injection.train import build_model, build_trainer
 
+    if name not in ARMS:
+        raise ValueError(f"arm {name!r}: one of {list(ARMS)}")
     cfg = copy.deepcopy(cfg)
     cfg.save_folder = str(Path(cfg.save_folder) / name)  # each arm's data order and task files its own
     if name == "plain":
@@ -82,8 +84,6 @@ def build_arm(name: str, cfg, tasks: Sequence, device, neurons_file: Path = None
         return Trainer(cfg=cfg, model=model, dist_model=dist_model, optim=build_optimizer(cfg, dist_model),
                        scheduler=build_scheduler(cfg), device=device, evaluators=[], epoch=0,
                        train_loader=build_train_dataloader(cfg))  # fmt: skip
-    if name not in ARMS:
-        raise ValueError(f"arm {name!r}: one of {list(ARMS)}")
     gi = cfg.grad_interference
     gi.enabled = name == "ours_grad"
     if gi.enabled:

@@ -64,7 +64,7 @@ def refuse_forced_full_unpickling() -> None:
     import os
 
     value = os.environ.get(FORCE_FULL_UNPICKLING_ENV)
-    if value is not None and value.strip().lower() in ("1", "y", "yes", "true"):  # what torch treats as set
+    if value is not None and value.lower() in ("1", "y", "yes", "true"):  # exactly what torch.load treats as set
         raise UntrustedCheckpointError(
             f"environment {FORCE_FULL_UNPICKLING_ENV}={value}: makes every torch.load unpickle anything, so a shared "
             f"checkpoint could run code; unset it (to load a checkpoint you trust, use {TRUST_OPTIONS})"

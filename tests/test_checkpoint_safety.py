@@ -197,3 +197,25 @@ def test_an_environment_that_forces_full_unpickling_is_refused_before_anything_i
     errors = [line for line in out.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and f"{variable}={value}" in errors[0] and "Traceback" not in out.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["1", "TRUE", "Yes", "y", " 1", "0", "no", ""])
+def test_the_refusal_follows_torchs_own_reading_of_the_variable(tmp_path, monkeypatch, value):
+    """Refused exactly when torch.load would force full unpickling (it then warns that it does)."""
+    import warnings
+
+    from olmo_injection.checkpoint_safety import refuse_forced_full_unpickling
+
+    variable = "TORCH_FORCE_NO_" + "WEIGHTS_ONLY_LOAD"
+    monkeypatch.setenv(variable, value)
+    torch.save({"w": torch.zeros(1)}, tmp_path / "f.pt")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.load(tmp_path / "f.pt")
+    torch_forces = any(variable in str(w.message) for w in caught)
+    try:
+        refuse_forced_full_unpickling()
+        refused = False
+    except UntrustedCheckpointError:
+        refused = True
+    assert refused == torch_forces, (value, torch_forces)
