@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -84,7 +85,9 @@ def learning_curve_figure(save_folder: PathLike, out_png: PathLike) -> Rows:
         ax.set_xlabel("step")
         ax.set_ylabel(what)
         ax.legend(fontsize=7)
-    loss_ax.set_title(f"{run.name}: task loss")
+    # The run name (tasks and schedules included) spans both panels, wrapped: it can be long for a sweep's run.
+    fig.suptitle("\n".join(textwrap.wrap(run.name, 110)), fontsize=9)
+    loss_ax.set_title("task loss")
     acc_ax.set_title("task test accuracy")
     if acc_ax.lines:
         acc_ax.set_ylim(-0.02, 1.02)
